@@ -1,0 +1,345 @@
+//! The upload queue: bounded by count and by bytes, deduplicated, drained on shutdown.
+//!
+//! Request handlers call [`UploadQueue::offer`], which never waits: a result either gets a
+//! place or is dropped and counted. One dispatcher task feeds at most `UPLOAD_CONCURRENCY`
+//! uploads at a time into a `TaskTracker`, so "every upload finished" is observable.
+//!
+//! Dedup runs cheapest first: keys known to be stored (a bounded LRU) cost nothing; a key
+//! already waiting or uploading is not queued twice; the upload itself then asks the store
+//! (HEAD, or a conditional PUT).
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::store::{Object, Store};
+use super::upload::{UploadOutcome, upload};
+use crate::config::UploadConfig;
+use crate::metrics::Metrics;
+
+/// What [`UploadQueue::offer`] did with a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    Skipped(Skip),
+    Dropped(DropReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Stored earlier by this process.
+    Known,
+    /// The same key is already waiting or uploading.
+    InFlight,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// `UPLOAD_QUEUE_CAPACITY` uploads are waiting.
+    Full,
+    /// `UPLOAD_QUEUE_MAX_BYTES` are held by waiting or running uploads.
+    Bytes,
+    /// Shutdown has begun; no new work is taken.
+    Closed,
+}
+
+impl Offer {
+    pub fn label(self) -> &'static str {
+        match self {
+            Offer::Queued => "queued",
+            Offer::Skipped(Skip::Known) => "skipped_known",
+            Offer::Skipped(Skip::InFlight) => "skipped_in_flight",
+            Offer::Dropped(DropReason::Closed) => "dropped_shutdown",
+            Offer::Dropped(_) => "dropped_full",
+        }
+    }
+}
+
+/// What a shutdown left undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainReport {
+    /// Uploads still waiting or running when `SHUTDOWN_TIMEOUT_SECS` ran out.
+    pub abandoned: usize,
+}
+
+/// The handle request handlers share.
+pub struct UploadQueue {
+    tx: mpsc::Sender<Job>,
+    bytes: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+/// State that both the handlers and the uploads touch.
+struct Shared {
+    store: Arc<dyn Store>,
+    config: UploadConfig,
+    metrics: Arc<Metrics>,
+    in_flight: Mutex<HashSet<String>>,
+    /// `None` when `KNOWN_KEYS_CAPACITY` is 0.
+    known: Option<Mutex<LruCache<String, ()>>>,
+    /// Jobs accepted and not yet finished; what a timed-out drain reports.
+    pending: AtomicUsize,
+    /// The hint for a permanent error is logged once, not once per upload.
+    hinted: AtomicBool,
+}
+
+/// The background half: the dispatcher and the uploads it started.
+pub struct Uploader {
+    dispatcher: tokio::task::JoinHandle<()>,
+    tracker: TaskTracker,
+    closing: CancellationToken,
+    abort: CancellationToken,
+    shared: Arc<Shared>,
+}
+
+struct Job {
+    key: String,
+    object: Object,
+    _ticket: Ticket,
+}
+
+/// Held for as long as a job lives; gives back its key, bytes and count when dropped, however
+/// the job ends (stored, failed, abandoned, or refused by a full channel).
+struct Ticket {
+    key: String,
+    len: i64,
+    shared: Arc<Shared>,
+    _bytes: OwnedSemaphorePermit,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .shared
+            .in_flight
+            .lock()
+            .expect("no code panics while holding this lock");
+        in_flight.remove(&self.key);
+        drop(in_flight);
+        self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.queue_depth.dec();
+        self.shared.metrics.queue_bytes.dec_by(self.len);
+    }
+}
+
+impl UploadQueue {
+    /// Starts the dispatcher on the current runtime.
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: UploadConfig,
+        metrics: Arc<Metrics>,
+    ) -> (UploadQueue, Uploader) {
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let permits = usize::try_from(config.queue_max_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        let known =
+            NonZeroUsize::new(config.known_keys_capacity).map(|n| Mutex::new(LruCache::new(n)));
+        let shared = Arc::new(Shared {
+            store,
+            metrics,
+            in_flight: Mutex::new(HashSet::new()),
+            known,
+            pending: AtomicUsize::new(0),
+            hinted: AtomicBool::new(false),
+            config,
+        });
+        let tracker = TaskTracker::new();
+        let closing = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let dispatcher = tokio::spawn(dispatch(
+            rx,
+            shared.clone(),
+            tracker.clone(),
+            closing.clone(),
+            abort.clone(),
+        ));
+        let queue = UploadQueue {
+            tx,
+            bytes: Arc::new(Semaphore::new(permits)),
+            shared: shared.clone(),
+        };
+        let uploader = Uploader {
+            dispatcher,
+            tracker,
+            closing,
+            abort,
+            shared,
+        };
+        (queue, uploader)
+    }
+
+    /// Hands a complete result to the background. Never waits.
+    pub fn offer(&self, key: String, object: Object) -> Offer {
+        let offer = self.try_offer(key.clone(), object);
+        let metrics = &self.shared.metrics;
+        match offer {
+            Offer::Queued => {}
+            Offer::Skipped(_) => {
+                metrics.upload(offer.label());
+                tracing::debug!(%key, outcome = offer.label(), "upload skipped");
+            }
+            Offer::Dropped(why) => {
+                metrics.upload(offer.label());
+                tracing::warn!(%key, reason = ?why, "upload queue full, result dropped");
+            }
+        }
+        offer
+    }
+
+    fn try_offer(&self, key: String, object: Object) -> Offer {
+        let shared = &self.shared;
+        if let Some(known) = &shared.known {
+            if known
+                .lock()
+                .expect("no code panics while holding this lock")
+                .contains(&key)
+            {
+                return Offer::Skipped(Skip::Known);
+            }
+        }
+        let len = object.body.len();
+        // Config guarantees MAX_CACHEABLE_BYTES fits a u32, and the policy enforced it.
+        let Ok(permits) = u32::try_from(len) else {
+            return Offer::Dropped(DropReason::Bytes);
+        };
+        let Ok(bytes) = self.bytes.clone().try_acquire_many_owned(permits) else {
+            return Offer::Dropped(DropReason::Bytes);
+        };
+        if !shared
+            .in_flight
+            .lock()
+            .expect("no code panics while holding this lock")
+            .insert(key.clone())
+        {
+            return Offer::Skipped(Skip::InFlight);
+        }
+        let len = i64::try_from(len).unwrap_or(i64::MAX);
+        shared.pending.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.queue_depth.inc();
+        shared.metrics.queue_bytes.inc_by(len);
+        let ticket = Ticket {
+            key: key.clone(),
+            len,
+            shared: shared.clone(),
+            _bytes: bytes,
+        };
+        match self.tx.try_send(Job {
+            key,
+            object,
+            _ticket: ticket,
+        }) {
+            Ok(()) => Offer::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped(DropReason::Closed),
+        }
+    }
+
+    /// Uploads waiting or running right now.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::Relaxed)
+    }
+}
+
+impl Uploader {
+    /// Stops taking new work, finishes what was queued within `timeout`, and abandons the
+    /// rest.
+    pub async fn drain(self, timeout: Duration) -> DrainReport {
+        self.closing.cancel();
+        let tracker = self.tracker.clone();
+        let finished = tokio::time::timeout(timeout, async move {
+            let _ = self.dispatcher.await;
+            tracker.close();
+            tracker.wait().await;
+        })
+        .await;
+        if finished.is_ok() {
+            return DrainReport::default();
+        }
+        let abandoned = self.shared.pending.load(Ordering::Relaxed);
+        self.abort.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        DrainReport { abandoned }
+    }
+}
+
+async fn dispatch(
+    mut rx: mpsc::Receiver<Job>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    closing: CancellationToken,
+    abort: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.concurrency));
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = abort.cancelled() => return,
+            // Closing lets the jobs already queued through; new offers see `Closed`.
+            () = closing.cancelled(), if !rx.is_closed() => {
+                rx.close();
+                continue;
+            }
+            job = rx.recv() => job,
+        };
+        let Some(job) = next else { return };
+        let slot = tokio::select! {
+            () = abort.cancelled() => return,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let shared = shared.clone();
+        let abort = abort.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                () = abort.cancelled() => {
+                    shared.metrics.upload("abandoned");
+                    tracing::warn!(key = %job.key, "upload abandoned at shutdown");
+                }
+                () = run_job(&shared, &job) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn run_job(shared: &Shared, job: &Job) {
+    let started = Instant::now();
+    let bytes = job.object.body.len();
+    let outcome = upload(
+        &*shared.store,
+        &job.key,
+        &job.object,
+        &shared.config,
+        &shared.metrics,
+    )
+    .await;
+    shared.metrics.upload(outcome.label());
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let key = &job.key;
+    match &outcome {
+        UploadOutcome::Stored { attempts } | UploadOutcome::Exists { attempts } => {
+            // Remember before the ticket releases the key, so no repeat slips in between.
+            if let Some(known) = &shared.known {
+                known
+                    .lock()
+                    .expect("no code panics while holding this lock")
+                    .put(key.clone(), ());
+            }
+            tracing::info!(%key, bytes, attempts, duration_ms, outcome = outcome.label(), "upload");
+        }
+        UploadOutcome::Failed { attempts, error } => match error.hint {
+            Some(hint) if !shared.hinted.swap(true, Ordering::Relaxed) => {
+                tracing::error!(%key, bytes, attempts, duration_ms, %error, hint, "upload failed");
+            }
+            _ => tracing::warn!(%key, bytes, attempts, duration_ms, %error, "upload failed"),
+        },
+    }
+}

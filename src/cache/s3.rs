@@ -1,0 +1,271 @@
+//! The S3 store: Tigris, AWS S3, SeaweedFS, MinIO, R2 — anything that speaks S3 with SigV4.
+//!
+//! Retries belong to the upload queue, which knows which calls are worth repeating, so the
+//! SDK's own retry layer is turned off here and every error is sorted into transient or
+//! permanent instead.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    Region, RequestChecksumCalculation, ResponseChecksumValidation, SharedCredentialsProvider,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::tls;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use md5::{Digest, Md5};
+
+use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
+use crate::config::{AddressingStyle, S3Config};
+
+/// Time allowed to open a connection to the S3 endpoint.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    endpoint: String,
+}
+
+impl S3Store {
+    /// Wraps a client built elsewhere (tests build one with static credentials).
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        endpoint: impl Into<String>,
+    ) -> S3Store {
+        S3Store {
+            client,
+            bucket: bucket.into(),
+            endpoint: endpoint.into(),
+        }
+    }
+
+    /// Builds a client from the AWS default credential chain (environment, shared files,
+    /// web identity, ECS task role, EC2 instance role), with the role in `S3_ASSUME_ROLE_ARN`
+    /// assumed on top when set.
+    pub async fn from_config(config: &S3Config, call_timeout: Duration) -> S3Store {
+        // ring instead of aws-lc: no cmake in the build, same TLS.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .region(Region::new(config.region.clone()))
+            .load()
+            .await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&base);
+        if let Some(arn) = &config.assume_role_arn {
+            let mut role = aws_config::sts::AssumeRoleProvider::builder(arn)
+                .session_name("imgproxy-cache")
+                .configure(&base);
+            if let Some(id) = &config.assume_role_external_id {
+                role = role.external_id(id);
+            }
+            builder =
+                builder.credentials_provider(SharedCredentialsProvider::new(role.build().await));
+        }
+        let conf = tune(builder, &config.endpoint, config.style, call_timeout).build();
+        S3Store::new(
+            aws_sdk_s3::Client::from_conf(conf),
+            &config.bucket,
+            &config.endpoint,
+        )
+    }
+}
+
+/// The settings every S3 client of ours needs, whatever its credentials.
+pub fn tune(
+    builder: aws_sdk_s3::config::Builder,
+    endpoint: &str,
+    style: AddressingStyle,
+    call_timeout: Duration,
+) -> aws_sdk_s3::config::Builder {
+    builder
+        .endpoint_url(endpoint)
+        .force_path_style(style == AddressingStyle::Path)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(call_timeout)
+                .build(),
+        )
+        // Content-MD5 (set on every PUT) is understood by every S3 implementation; the newer
+        // CRC trailers are not, by all of them.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+}
+
+#[async_trait::async_trait]
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        format!("s3 bucket {} at {}", self.bucket, self.endpoint)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        match head {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(classify("HEAD", e)),
+        }
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        object: &Object,
+        mode: PutMode,
+    ) -> Result<PutOutcome, StoreError> {
+        let md5 = STANDARD.encode(Md5::digest(&object.body));
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(object.body.clone()))
+            .content_length(object.body.len() as i64)
+            .content_md5(md5)
+            .content_type(&object.content_type)
+            .set_cache_control(object.cache_control.clone());
+        if mode == PutMode::IfAbsent {
+            put = put.if_none_match("*");
+        }
+        match put.send().await {
+            Ok(_) => Ok(PutOutcome::Stored),
+            Err(e) if mode == PutMode::IfAbsent && status_of(&e) == Some(412) => {
+                Ok(PutOutcome::AlreadyExists)
+            }
+            Err(e) => Err(classify("PUT", e)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        let out = match got {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(classify("GET", e)),
+        };
+        let content_type = out.content_type.unwrap_or_default();
+        let cache_control = out.cache_control;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::transient(format!("GET body: {e}")))?
+            .into_bytes();
+        Ok(Some(Object {
+            body,
+            content_type,
+            cache_control,
+        }))
+    }
+}
+
+type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
+
+fn status_of<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+/// Sorts an SDK error into "try again" or "a human must act".
+fn classify<E>(op: &str, e: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = status_of(&e);
+    let code = e.code().map(str::to_owned);
+    let message = format!("{op} failed: {}", DisplayErrorContext(&e));
+    match e {
+        SdkError::ConstructionFailure(_) => StoreError::permanent(message, None),
+        SdkError::ServiceError(_) => match verdict(status.unwrap_or(0), code.as_deref()) {
+            Verdict::Transient => StoreError::transient(message),
+            Verdict::Permanent(hint) => StoreError::permanent(message, hint),
+        },
+        // Timeouts, connection failures, unreadable responses: the network may recover.
+        _ => StoreError::transient(message),
+    }
+}
+
+enum Verdict {
+    Transient,
+    Permanent(Option<&'static str>),
+}
+
+/// The S3 error codes and statuses that no retry can fix, with what to check.
+fn verdict(status: u16, code: Option<&str>) -> Verdict {
+    match (status, code) {
+        (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout"))
+        | (_, Some("InternalError" | "ServiceUnavailable" | "ConditionalRequestConflict"))
+        | (408 | 429 | 500..=599, _) => Verdict::Transient,
+        (_, Some("NoSuchBucket")) => Verdict::Permanent(Some(
+            "the bucket does not exist: check S3_BUCKET, S3_ENDPOINT and S3_REGION",
+        )),
+        (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch")) => Verdict::Permanent(Some(
+            "the credentials were refused: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the role",
+        )),
+        (403, _) => Verdict::Permanent(Some(
+            "access denied: the credentials need s3:PutObject and s3:GetObject on the bucket \
+             (and s3:ListBucket for HEAD dedup, or set UPLOAD_DEDUP=conditional)",
+        )),
+        (301, _) | (_, Some("PermanentRedirect" | "AuthorizationHeaderMalformed")) => {
+            Verdict::Permanent(Some(
+                "wrong region or endpoint: check S3_REGION and S3_ENDPOINT",
+            ))
+        }
+        _ => Verdict::Permanent(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_only_what_time_can_fix() {
+        let transient = [
+            (503, Some("SlowDown")),
+            (500, None),
+            (429, None),
+            (400, Some("RequestTimeout")),
+        ];
+        for (status, code) in transient {
+            assert!(
+                matches!(verdict(status, code), Verdict::Transient),
+                "{status} {code:?}"
+            );
+        }
+        let permanent = [
+            (403, Some("AccessDenied")),
+            (404, Some("NoSuchBucket")),
+            (403, Some("InvalidAccessKeyId")),
+            (400, Some("InvalidArgument")),
+        ];
+        for (status, code) in permanent {
+            assert!(
+                matches!(verdict(status, code), Verdict::Permanent(_)),
+                "{status} {code:?}"
+            );
+        }
+    }
+}

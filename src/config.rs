@@ -1,0 +1,665 @@
+//! The proxy's settings: read once from the environment, validated, then immutable.
+//!
+//! Every setting has a `DEFAULT_*` constant here and a row in [`SETTINGS`], which feeds
+//! `--help` and the README table (a test keeps the README in step). A bad value stops start-up
+//! with an error that names the variable and the value.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Uri;
+use serde::Deserialize;
+
+/// `IMGPROXY_BIND`: where the proxy listens. `:8080` means every interface, as in the Go sidecar.
+pub const DEFAULT_BIND: &str = ":8080";
+/// `UPSTREAM_URL`: imgproxy (or the bundled worker) that does the processing.
+pub const DEFAULT_UPSTREAM_URL: &str = "http://127.0.0.1:8081";
+/// `UPSTREAM_TIMEOUT_SECS`: limit for the upstream's response head, and for any silence
+/// between two body chunks. imgproxy's own whole-request limit is 10 s by default.
+pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 60;
+/// `HEALTH_CHECK_TIMEOUT_IN_SEC`: how long start-up waits for the upstream's `GET /health`.
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT_IN_SEC: u64 = 30;
+/// `MAX_CONNECTIONS`: client connections served at once; further ones wait in the backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// `S3_ENDPOINT`: Tigris, the Go sidecar's default.
+pub const DEFAULT_S3_ENDPOINT: &str = "https://fly.storage.tigris.dev";
+/// `S3_REGION`: Tigris accepts `auto`; AWS users set their bucket's region.
+pub const DEFAULT_S3_REGION: &str = "auto";
+/// `S3_ADDRESSING_STYLE`: `path` (`endpoint/bucket/key`, the Go sidecar's choice) or `virtual`.
+pub const DEFAULT_S3_ADDRESSING_STYLE: AddressingStyle = AddressingStyle::Path;
+/// `CACHE_DIR`: the local store used when `S3_BUCKET` is not set.
+pub const DEFAULT_CACHE_DIR: &str = "./cache";
+/// `MAX_CACHEABLE_BYTES`: bigger responses still stream to the client but are not stored.
+pub const DEFAULT_MAX_CACHEABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// `UPLOAD_QUEUE_CAPACITY`: uploads waiting or running at once; more are dropped.
+pub const DEFAULT_UPLOAD_QUEUE_CAPACITY: usize = 1024;
+/// `UPLOAD_QUEUE_MAX_BYTES`: bytes held by waiting or running uploads; more are dropped.
+pub const DEFAULT_UPLOAD_QUEUE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// `UPLOAD_CONCURRENCY`: uploads in flight to the store at once.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 8;
+/// `UPLOAD_MAX_ATTEMPTS`: tries per store call (HEAD or PUT) before an upload is given up.
+pub const DEFAULT_UPLOAD_MAX_ATTEMPTS: usize = 5;
+/// `UPLOAD_RETRY_BASE_MS`: first backoff delay; it doubles per attempt, with jitter.
+pub const DEFAULT_UPLOAD_RETRY_BASE_MS: u64 = 200;
+/// `UPLOAD_RETRY_MAX_MS`: ceiling for one backoff delay.
+pub const DEFAULT_UPLOAD_RETRY_MAX_MS: u64 = 10_000;
+/// `UPLOAD_TIMEOUT_SECS`: limit for one store call (one attempt).
+pub const DEFAULT_UPLOAD_TIMEOUT_SECS: u64 = 30;
+/// `UPLOAD_DEDUP`: how an upload learns that the object already exists.
+pub const DEFAULT_UPLOAD_DEDUP: DedupMode = DedupMode::Head;
+/// `KNOWN_KEYS_CAPACITY`: keys remembered as stored, so repeats cost no store call at all.
+pub const DEFAULT_KNOWN_KEYS_CAPACITY: usize = 100_000;
+/// `SHUTDOWN_TIMEOUT_SECS`: time given to in-flight requests and queued uploads on SIGTERM.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// `LOG_FORMAT`: `text` for people, `json` for log pipelines.
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+
+/// One row of the settings table: variable, default, meaning.
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+const fn row(name: &'static str, default: &'static str, meaning: &'static str) -> Setting {
+    Setting {
+        name,
+        default,
+        meaning,
+    }
+}
+
+/// Every environment variable the proxy reads, for `--help` and the README.
+pub const SETTINGS: &[Setting] = &[
+    row(
+        "IMGPROXY_BIND",
+        DEFAULT_BIND,
+        "Address the proxy listens on (`:PORT` = all interfaces).",
+    ),
+    row(
+        "UPSTREAM_URL",
+        DEFAULT_UPSTREAM_URL,
+        "imgproxy or the bundled worker.",
+    ),
+    row(
+        "UPSTREAM_TIMEOUT_SECS",
+        "60",
+        "Limit for the upstream's response head and for each gap between body chunks.",
+    ),
+    row(
+        "HEALTH_CHECK_TIMEOUT_IN_SEC",
+        "30",
+        "Start-up waits this long for the upstream's `GET /health`.",
+    ),
+    row(
+        "MAX_CONNECTIONS",
+        "4096",
+        "Client connections served at once.",
+    ),
+    row(
+        "S3_BUCKET",
+        "(unset)",
+        "Bucket for results. Unset: results go to the local store in `CACHE_DIR`.",
+    ),
+    row(
+        "S3_FOLDER",
+        "(empty)",
+        "Key prefix, joined to the hash with no separator (`images/` gives `images/<md5>`).",
+    ),
+    row(
+        "S3_ENDPOINT",
+        DEFAULT_S3_ENDPOINT,
+        "S3-compatible endpoint (Tigris, AWS, SeaweedFS, MinIO, R2).",
+    ),
+    row("S3_REGION", DEFAULT_S3_REGION, "Signing region."),
+    row(
+        "S3_ADDRESSING_STYLE",
+        "path",
+        "`path` or `virtual` (bucket in the host name).",
+    ),
+    row(
+        "S3_ASSUME_ROLE_ARN",
+        "(unset)",
+        "Role to assume on top of the default AWS credential chain.",
+    ),
+    row(
+        "S3_ASSUME_ROLE_EXTERNAL_ID",
+        "(unset)",
+        "External id for that role.",
+    ),
+    row(
+        "CACHE_DIR",
+        DEFAULT_CACHE_DIR,
+        "Directory of the local store (used when `S3_BUCKET` is unset).",
+    ),
+    row(
+        "MAX_CACHEABLE_BYTES",
+        "16777216",
+        "Largest response stored; bigger ones stream through unstored.",
+    ),
+    row(
+        "UPLOAD_QUEUE_CAPACITY",
+        "1024",
+        "Uploads waiting or running at once; a full queue drops new ones.",
+    ),
+    row(
+        "UPLOAD_QUEUE_MAX_BYTES",
+        "268435456",
+        "Bytes held by waiting or running uploads; past it new ones are dropped.",
+    ),
+    row("UPLOAD_CONCURRENCY", "8", "Store calls in flight at once."),
+    row(
+        "UPLOAD_MAX_ATTEMPTS",
+        "5",
+        "Tries per store call; only errors that can pass are retried.",
+    ),
+    row(
+        "UPLOAD_RETRY_BASE_MS",
+        "200",
+        "First retry delay; doubles per attempt, with jitter.",
+    ),
+    row("UPLOAD_RETRY_MAX_MS", "10000", "Longest retry delay."),
+    row("UPLOAD_TIMEOUT_SECS", "30", "Limit for one store call."),
+    row(
+        "UPLOAD_DEDUP",
+        "head",
+        "`head`: HEAD before PUT; `conditional`: PUT with `If-None-Match: *`; `none`: always PUT.",
+    ),
+    row(
+        "KNOWN_KEYS_CAPACITY",
+        "100000",
+        "Keys remembered as stored (0 turns the memory off).",
+    ),
+    row(
+        "SHUTDOWN_TIMEOUT_SECS",
+        "30",
+        "On SIGTERM/SIGINT: time to finish requests and drain uploads.",
+    ),
+    row("LOG_FORMAT", "text", "`text` or `json`."),
+    row(
+        "RUST_LOG",
+        "info",
+        "Log filter, e.g. `imgproxy_cache=debug`.",
+    ),
+];
+
+/// How object URLs are formed at the S3 endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressingStyle {
+    /// `https://endpoint/bucket/key`: works with every S3-compatible server.
+    Path,
+    /// `https://bucket.endpoint/key`: what AWS recommends for new buckets.
+    Virtual,
+}
+
+/// How an upload avoids writing an object that is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupMode {
+    /// HEAD the key first and skip the PUT when it exists: two round trips on a miss.
+    Head,
+    /// One PUT with `If-None-Match: *`; the store answers 412 when the object exists.
+    Conditional,
+    /// Always PUT (last writer wins).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The raw environment, as `envy` reads it (field `foo_bar` is variable `FOO_BAR`).
+#[derive(Deserialize)]
+struct Env {
+    imgproxy_bind: Option<String>,
+    upstream_url: Option<String>,
+    upstream_timeout_secs: Option<u64>,
+    health_check_timeout_in_sec: Option<u64>,
+    max_connections: Option<usize>,
+    s3_bucket: Option<String>,
+    s3_folder: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_addressing_style: Option<String>,
+    s3_assume_role_arn: Option<String>,
+    s3_assume_role_external_id: Option<String>,
+    cache_dir: Option<String>,
+    max_cacheable_bytes: Option<u64>,
+    upload_queue_capacity: Option<usize>,
+    upload_queue_max_bytes: Option<u64>,
+    upload_concurrency: Option<usize>,
+    upload_max_attempts: Option<usize>,
+    upload_retry_base_ms: Option<u64>,
+    upload_retry_max_ms: Option<u64>,
+    upload_timeout_secs: Option<u64>,
+    upload_dedup: Option<String>,
+    known_keys_capacity: Option<usize>,
+    shutdown_timeout_secs: Option<u64>,
+    log_format: Option<String>,
+}
+
+/// Validated proxy settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Socket address to listen on, after `:PORT` was expanded.
+    pub bind: String,
+    /// Base URL of imgproxy; request paths and queries are appended to it.
+    pub upstream: Uri,
+    pub upstream_timeout: Duration,
+    pub health_check_timeout: Duration,
+    pub max_connections: usize,
+    /// Where results go.
+    pub storage: StorageConfig,
+    /// Prepended to every key, as is (`S3_FOLDER`).
+    pub key_prefix: String,
+    pub max_cacheable_bytes: u64,
+    pub upload: UploadConfig,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+/// Which store holds results.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// No `S3_BUCKET`: a directory on this machine.
+    Local {
+        dir: String,
+    },
+    S3(S3Config),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    pub endpoint: String,
+    pub region: String,
+    pub style: AddressingStyle,
+    pub assume_role_arn: Option<String>,
+    /// A shared secret between the role's owner and us: never logged.
+    pub assume_role_external_id: Option<String>,
+}
+
+// Hand-written so the external id can never reach a log line through `{:?}`.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageConfig::Local { dir } => write!(f, "local directory {dir}"),
+            StorageConfig::S3(s3) => write!(
+                f,
+                "s3 bucket {} at {} (region {}, {:?} style{})",
+                s3.bucket,
+                s3.endpoint,
+                s3.region,
+                s3.style,
+                if s3.assume_role_arn.is_some() {
+                    ", assumed role"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+/// Settings of the upload queue.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    pub queue_capacity: usize,
+    pub queue_max_bytes: u64,
+    pub concurrency: usize,
+    pub max_attempts: usize,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub timeout: Duration,
+    pub dedup: DedupMode,
+    pub known_keys_capacity: usize,
+}
+
+/// A setting that could not be used; the message names the variable and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("{var}={value:?} is not valid: {why}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// A variable that cannot be parsed or fails validation.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_iter(std::env::vars())
+    }
+
+    /// Reads settings from `(NAME, value)` pairs, so tests never touch the process environment.
+    ///
+    /// # Errors
+    /// A variable that cannot be parsed or fails validation.
+    pub fn from_iter<I>(vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        // Empty values count as unset, as in a shell `FOO= cmd` or an env file with `FOO=`.
+        let vars = vars.into_iter().filter(|(_, v)| !v.is_empty());
+        let env: Env = envy::from_iter(vars).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        env.validate()
+    }
+}
+
+impl Env {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let bind = expand_bind(self.imgproxy_bind.as_deref().unwrap_or(DEFAULT_BIND))?;
+        let upstream_raw = self
+            .upstream_url
+            .unwrap_or_else(|| DEFAULT_UPSTREAM_URL.into());
+        let upstream = parse_base_url("UPSTREAM_URL", &upstream_raw, &["http"])?;
+
+        let storage = match self.s3_bucket {
+            None => StorageConfig::Local {
+                dir: self.cache_dir.unwrap_or_else(|| DEFAULT_CACHE_DIR.into()),
+            },
+            Some(bucket) => {
+                let endpoint = self
+                    .s3_endpoint
+                    .unwrap_or_else(|| DEFAULT_S3_ENDPOINT.into());
+                parse_base_url("S3_ENDPOINT", &endpoint, &["http", "https"])?;
+                StorageConfig::S3(S3Config {
+                    bucket,
+                    endpoint,
+                    region: self.s3_region.unwrap_or_else(|| DEFAULT_S3_REGION.into()),
+                    style: choice(
+                        "S3_ADDRESSING_STYLE",
+                        self.s3_addressing_style,
+                        DEFAULT_S3_ADDRESSING_STYLE,
+                        &[
+                            ("path", AddressingStyle::Path),
+                            ("virtual", AddressingStyle::Virtual),
+                        ],
+                    )?,
+                    assume_role_arn: self.s3_assume_role_arn,
+                    assume_role_external_id: self.s3_assume_role_external_id,
+                })
+            }
+        };
+
+        let key_prefix = self.s3_folder.unwrap_or_default();
+        if key_prefix.split('/').any(|part| part == "..") || key_prefix.starts_with('/') {
+            return Err(invalid(
+                "S3_FOLDER",
+                &key_prefix,
+                "must be a relative prefix without `..` parts",
+            ));
+        }
+
+        let max_cacheable_bytes = self
+            .max_cacheable_bytes
+            .unwrap_or(DEFAULT_MAX_CACHEABLE_BYTES);
+        let queue_max_bytes = self
+            .upload_queue_max_bytes
+            .unwrap_or(DEFAULT_UPLOAD_QUEUE_MAX_BYTES);
+        // The queue accounts bytes in u32 permits; a single result must fit in one.
+        if max_cacheable_bytes == 0 || max_cacheable_bytes > u64::from(u32::MAX) {
+            return Err(invalid(
+                "MAX_CACHEABLE_BYTES",
+                &max_cacheable_bytes.to_string(),
+                "must be between 1 and 4294967295",
+            ));
+        }
+        if queue_max_bytes < max_cacheable_bytes {
+            return Err(invalid(
+                "UPLOAD_QUEUE_MAX_BYTES",
+                &queue_max_bytes.to_string(),
+                "must be at least MAX_CACHEABLE_BYTES, or no large result could ever be queued",
+            ));
+        }
+
+        let upload = UploadConfig {
+            queue_capacity: positive(
+                "UPLOAD_QUEUE_CAPACITY",
+                self.upload_queue_capacity,
+                DEFAULT_UPLOAD_QUEUE_CAPACITY,
+            )?,
+            queue_max_bytes,
+            concurrency: positive(
+                "UPLOAD_CONCURRENCY",
+                self.upload_concurrency,
+                DEFAULT_UPLOAD_CONCURRENCY,
+            )?,
+            max_attempts: positive(
+                "UPLOAD_MAX_ATTEMPTS",
+                self.upload_max_attempts,
+                DEFAULT_UPLOAD_MAX_ATTEMPTS,
+            )?,
+            retry_base: Duration::from_millis(
+                self.upload_retry_base_ms
+                    .unwrap_or(DEFAULT_UPLOAD_RETRY_BASE_MS),
+            ),
+            retry_max: Duration::from_millis(
+                self.upload_retry_max_ms
+                    .unwrap_or(DEFAULT_UPLOAD_RETRY_MAX_MS),
+            ),
+            timeout: secs(
+                "UPLOAD_TIMEOUT_SECS",
+                self.upload_timeout_secs,
+                DEFAULT_UPLOAD_TIMEOUT_SECS,
+            )?,
+            dedup: choice(
+                "UPLOAD_DEDUP",
+                self.upload_dedup,
+                DEFAULT_UPLOAD_DEDUP,
+                &[
+                    ("head", DedupMode::Head),
+                    ("conditional", DedupMode::Conditional),
+                    ("none", DedupMode::None),
+                ],
+            )?,
+            known_keys_capacity: self
+                .known_keys_capacity
+                .unwrap_or(DEFAULT_KNOWN_KEYS_CAPACITY),
+        };
+
+        Ok(Config {
+            bind,
+            upstream,
+            upstream_timeout: secs(
+                "UPSTREAM_TIMEOUT_SECS",
+                self.upstream_timeout_secs,
+                DEFAULT_UPSTREAM_TIMEOUT_SECS,
+            )?,
+            health_check_timeout: Duration::from_secs(
+                self.health_check_timeout_in_sec
+                    .unwrap_or(DEFAULT_HEALTH_CHECK_TIMEOUT_IN_SEC),
+            ),
+            max_connections: positive(
+                "MAX_CONNECTIONS",
+                self.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+            )?,
+            storage,
+            key_prefix,
+            max_cacheable_bytes,
+            upload,
+            shutdown_timeout: Duration::from_secs(
+                self.shutdown_timeout_secs
+                    .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            ),
+            log_format: choice(
+                "LOG_FORMAT",
+                self.log_format,
+                DEFAULT_LOG_FORMAT,
+                &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            )?,
+        })
+    }
+}
+
+fn invalid(var: &'static str, value: &str, why: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.to_owned(),
+        why,
+    }
+}
+
+/// One of a fixed set of words, compared without regard to case.
+fn choice<T: Copy>(
+    var: &'static str,
+    value: Option<String>,
+    default: T,
+    options: &[(&'static str, T)],
+) -> Result<T, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    options
+        .iter()
+        .find(|(word, _)| word.eq_ignore_ascii_case(value.trim()))
+        .map(|(_, t)| *t)
+        .ok_or(ConfigError::Invalid {
+            var,
+            value,
+            why: "not one of the accepted words (see --help)",
+        })
+}
+
+fn positive(var: &'static str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(invalid(var, "0", "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn secs(var: &'static str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    positive(var, value.map(|v| v as usize), default as usize)
+        .map(|s| Duration::from_secs(s as u64))
+}
+
+/// `:8080` → `0.0.0.0:8080` (Go's meaning); anything else must be `host:port`.
+fn expand_bind(raw: &str) -> Result<String, ConfigError> {
+    let addr = match raw.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => raw.to_owned(),
+    };
+    let (_, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("IMGPROXY_BIND", raw, "expected HOST:PORT or :PORT"))?;
+    if port.parse::<u16>().is_err() {
+        return Err(invalid(
+            "IMGPROXY_BIND",
+            raw,
+            "the port is not a number from 0 to 65535",
+        ));
+    }
+    if addr.parse::<SocketAddr>().is_err() && addr.starts_with('[') {
+        return Err(invalid(
+            "IMGPROXY_BIND",
+            raw,
+            "not a valid IPv6 socket address",
+        ));
+    }
+    Ok(addr)
+}
+
+/// A base URL: scheme in `schemes`, a host, and no query (paths are appended to it).
+fn parse_base_url(var: &'static str, raw: &str, schemes: &[&str]) -> Result<Uri, ConfigError> {
+    let uri: Uri = raw.parse().map_err(|_| invalid(var, raw, "not a URL"))?;
+    match uri.scheme_str() {
+        Some(s) if schemes.contains(&s) => {}
+        _ if schemes.len() == 1 => return Err(invalid(var, raw, "must start with http://")),
+        _ => return Err(invalid(var, raw, "must start with http:// or https://")),
+    }
+    if uri.host().is_none() {
+        return Err(invalid(var, raw, "has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(invalid(var, raw, "must not have a query"));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_iter(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_select_the_local_store_and_go_compatible_bind() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.bind, "0.0.0.0:8080");
+        assert_eq!(c.upstream, "http://127.0.0.1:8081/");
+        assert_eq!(
+            c.storage,
+            StorageConfig::Local {
+                dir: "./cache".into()
+            }
+        );
+        assert_eq!(c.upload.dedup, DedupMode::Head);
+        assert_eq!(c.health_check_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_bucket_selects_s3_with_tigris_defaults() {
+        let c = config(&[("S3_BUCKET", "images"), ("S3_FOLDER", "thumbs/")]).unwrap();
+        let StorageConfig::S3(s3) = c.storage else {
+            panic!("expected s3")
+        };
+        assert_eq!(s3.endpoint, "https://fly.storage.tigris.dev");
+        assert_eq!(s3.region, "auto");
+        assert_eq!(s3.style, AddressingStyle::Path);
+        assert_eq!(c.key_prefix, "thumbs/");
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_value() {
+        let cases: &[(&str, &str)] = &[
+            ("UPLOAD_CONCURRENCY", "many"),
+            ("UPLOAD_CONCURRENCY", "0"),
+            ("UPSTREAM_URL", "ftp://x"),
+            ("IMGPROXY_BIND", "localhost"),
+            ("S3_ADDRESSING_STYLE", "sideways"),
+            ("UPLOAD_DEDUP", "maybe"),
+            ("S3_FOLDER", "../up"),
+        ];
+        for (var, value) in cases {
+            let mut vars = vec![(*var, *value)];
+            if var.starts_with("S3_") {
+                vars.push(("S3_BUCKET", "b"));
+            }
+            let msg = config(&vars).unwrap_err().to_string();
+            assert!(msg.contains(var), "{msg:?} should name {var}");
+            assert!(msg.contains(value), "{msg:?} should show {value:?}");
+        }
+    }
+
+    #[test]
+    fn queue_byte_cap_must_hold_one_result() {
+        let err = config(&[
+            ("MAX_CACHEABLE_BYTES", "1000"),
+            ("UPLOAD_QUEUE_MAX_BYTES", "999"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("UPLOAD_QUEUE_MAX_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_external_id() {
+        let c = config(&[
+            ("S3_BUCKET", "b"),
+            ("S3_ASSUME_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ("S3_ASSUME_ROLE_EXTERNAL_ID", "very-secret-id"),
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("very-secret-id"));
+    }
+}

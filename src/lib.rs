@@ -1,0 +1,23 @@
+//! imgproxy-cache: a cache-on-write reverse proxy for imgproxy.
+//!
+//! A request arrives at [`proxy::run`]'s accept loop and goes to [`proxy::handler`], which
+//! forwards it to the upstream (imgproxy) through [`proxy::upstream`] and streams the answer
+//! back through [`proxy::tee`]. When [`cache::policy`] says the response may be stored, the tee
+//! keeps a copy and, once the body is complete, offers it to [`cache::queue`], which uploads
+//! it in the background ([`cache::upload`]) to a [`cache::store`]: S3 ([`cache::s3`]) or a
+//! local directory ([`cache::fs`]), under the key from [`cache::key`].
+//!
+//! - [`config`]: every setting, its default and its validation.
+//! - [`proxy`]: the server, request forwarding, hop-by-hop headers ([`proxy::headers`]) and
+//!   the proxy's own health and metrics endpoints ([`proxy::internal`]).
+//! - [`cache`]: keys, the storing policy, stores, and the upload queue.
+//! - [`metrics`]: Prometheus metric names, declared once.
+//! - [`body`]: the response body type.
+//! - [`telemetry`]: logging set-up.
+
+pub mod body;
+pub mod cache;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod telemetry;

@@ -1,0 +1,169 @@
+//! One request: forward it, stream the answer back, and copy what may be stored.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RANGE};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::headers::{append_forwarded_for, strip_hop_by_hop};
+use super::internal;
+use super::tee::{ProxyBody, Tee};
+use super::upstream::{Upstream, UpstreamError};
+use crate::body::{Body, full};
+use crate::cache::policy::{self, Cacheable, NotCacheable};
+use crate::cache::queue::UploadQueue;
+use crate::cache::{Store, cache_key};
+use crate::config::Config;
+use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
+
+/// What every request needs, built once.
+pub struct State {
+    pub config: Config,
+    pub upstream: Upstream,
+    pub queue: Arc<UploadQueue>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    /// The advice on `Vary: Accept` is logged once; the metric counts every case.
+    vary_warned: AtomicBool,
+}
+
+impl State {
+    pub fn new(
+        config: Config,
+        queue: Arc<UploadQueue>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> State {
+        let upstream = Upstream::new(config.upstream.clone(), config.upstream_timeout);
+        State {
+            config,
+            upstream,
+            queue,
+            store,
+            metrics,
+            vary_warned: AtomicBool::new(false),
+        }
+    }
+}
+
+pub async fn handle(
+    request: Request<Incoming>,
+    state: Arc<State>,
+    client: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    let response = if internal::is_internal(request.uri().path()) {
+        internal::handle(&request, &state).await
+    } else {
+        forward(request, &state, client).await
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&StatusLabel {
+            status: response.status().as_u16(),
+        })
+        .inc();
+    Ok(response)
+}
+
+async fn forward(
+    mut request: Request<Incoming>,
+    state: &State,
+    client: SocketAddr,
+) -> Response<Body> {
+    let method = request.method().clone();
+    let ranged = request.headers().contains_key(RANGE);
+    let key = cache_key(&state.config.key_prefix, request.uri().path());
+    strip_hop_by_hop(request.headers_mut());
+    append_forwarded_for(request.headers_mut(), client.ip());
+
+    let started = Instant::now();
+    let upstream = state.upstream.forward(request).await;
+    state
+        .metrics
+        .upstream_latency
+        .observe(started.elapsed().as_secs_f64());
+    let response = match upstream {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, upstream = %state.upstream.base(), "upstream request failed");
+            let status = match error {
+                UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            return plain(status, "imgproxy-cache: the image server is unavailable\n");
+        }
+    };
+
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let verdict = policy::decide(
+        &method,
+        ranged,
+        parts.status,
+        &parts.headers,
+        state.config.max_cacheable_bytes,
+    );
+    let tee = match verdict {
+        Cacheable::Yes { expected_len } => Some(Tee::new(
+            key,
+            header_string(&parts.headers, &CONTENT_TYPE).unwrap_or_default(),
+            header_string(&parts.headers, &CACHE_CONTROL),
+            expected_len,
+            state.config.max_cacheable_bytes,
+            state.queue.clone(),
+            state.metrics.clone(),
+        )),
+        Cacheable::No(reason) => {
+            not_stored(state, &key, reason);
+            None
+        }
+    };
+    let body = ProxyBody::new(body, state.config.upstream_timeout, tee);
+    Response::from_parts(parts, body.boxed())
+}
+
+fn not_stored(state: &State, key: &str, reason: NotCacheable) {
+    if reason == NotCacheable::Vary {
+        state.metrics.upload("skipped_vary");
+        if !state.vary_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %key,
+                "the upstream answered with `Vary: Accept` (IMGPROXY_AUTO_WEBP/AVIF or \
+                 ENFORCE_*): such results are never stored; put the format in the URL \
+                 (`@webp`, `.avif`, `f:webp`) to make them cacheable"
+            );
+        }
+    }
+    state
+        .metrics
+        .not_cacheable
+        .get_or_create(&ReasonLabel {
+            reason: reason.as_str(),
+        })
+        .inc();
+    tracing::debug!(%key, reason = reason.as_str(), "response not stored");
+}
+
+fn header_string(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A short text answer of our own (never from the upstream), not to be cached anywhere.
+pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(CACHE_CONTROL, "no-store")
+        .body(full(text))
+        .expect("static headers are valid")
+}

@@ -1,0 +1,60 @@
+//! The proxy's own endpoints, under a prefix that no imgproxy URL can use: imgproxy's first
+//! segment is a signature and the rest must decode to a source URL, which `health` and
+//! `metrics` never do.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+
+use super::handler::{State, plain};
+use crate::body::{Body, full};
+
+pub const PREFIX: &str = "/_imgproxy-cache/";
+pub const HEALTH_PATH: &str = "/_imgproxy-cache/health";
+pub const METRICS_PATH: &str = "/_imgproxy-cache/metrics";
+
+pub fn is_internal(path: &str) -> bool {
+    path.starts_with(PREFIX)
+}
+
+pub async fn handle<B>(request: &Request<B>, state: &State) -> Response<Body> {
+    match request.uri().path() {
+        HEALTH_PATH => health(state).await,
+        METRICS_PATH => respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.encode(),
+        ),
+        _ => plain(StatusCode::NOT_FOUND, "imgproxy-cache: no such endpoint\n"),
+    }
+}
+
+/// 200 when the upstream answers its own health check, 503 otherwise; the body says which
+/// part is unwell so an operator needs no second request.
+async fn health(state: &State) -> Response<Body> {
+    let upstream = state.upstream.health().await;
+    let status = if upstream.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "proxy": "ok",
+        "upstream": match upstream {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        },
+        "store": state.store.describe(),
+        "upload_queue": state.queue.pending(),
+    })
+    .to_string();
+    respond(status, "application/json", body)
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, content_type)
+        .header(CACHE_CONTROL, "no-store")
+        .body(full(body))
+        .expect("static headers are valid")
+}
