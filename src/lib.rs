@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus metric names, declared once.
 //! - [`body`]: the response body type.
 //! - [`telemetry`]: logging set-up.
+//! - [`worker`]: the bundled imgproxy-compatible worker (so far: URL parsing and signatures).
 
 pub mod body;
 pub mod cache;
@@ -21,3 +22,4 @@ pub mod config;
 pub mod metrics;
 pub mod proxy;
 pub mod telemetry;
+pub mod worker;

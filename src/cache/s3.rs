@@ -80,6 +80,15 @@ impl S3Store {
     }
 }
 
+/// The HTTP(S) client for S3 calls: rustls with ring (no cmake in the build), system roots.
+pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
 /// The settings every S3 client of ours needs, whatever its credentials.
 pub fn tune(
     builder: aws_sdk_s3::config::Builder,

@@ -1,0 +1,484 @@
+//! Real servers on 127.0.0.1:0 for the integration tests: an upstream that can misbehave on
+//! purpose, an S3 server (s3s-fs, SigV4) behind a front that can fail or hold requests, and the
+//! proxy itself, started through `proxy::run` exactly as `main` does.
+#![allow(dead_code)] // each test binary uses a different part of this kit
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::channel::Channel;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use imgproxy_cache::body::{Body, BoxError};
+use imgproxy_cache::cache::Store;
+use imgproxy_cache::cache::queue::DrainReport;
+use imgproxy_cache::cache::s3::{S3Store, tune};
+use imgproxy_cache::config::{AddressingStyle, Config};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+
+pub const BUCKET: &str = "results";
+const ACCESS_KEY: &str = "test-access-key";
+const SECRET_KEY: &str = "test-secret-key";
+
+// ===== the upstream =====
+
+/// A stand-in for imgproxy. Paths choose its behaviour:
+/// `/ok/..` 200 image with length, `/chunked/..` without length, `/vary/..` with
+/// `Vary: Accept`, `/nostore/..` with `no-store`, `/status/N` an empty N, `/truncate/..` a body
+/// cut short, `/big/..` and `/bigchunked/..` 200 KiB, `/gated/..` half a body then waits for
+/// [`Upstream::release`], `/stall/..` half a body then nothing, `/health` 200.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    gate: Arc<Semaphore>,
+    pub requests: Arc<AtomicUsize>,
+}
+
+pub const BIG: usize = 200 * 1024;
+
+/// The body the upstream sends for `path`: unique per path, so keys and bytes can be matched.
+pub fn body_for(path: &str) -> Bytes {
+    Bytes::from(format!("image bytes for {path} ").repeat(64))
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gate = Arc::new(Semaphore::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (g, r) = (gate.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (g, r) = (g.clone(), r.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let (g, r) = (g.clone(), r.clone());
+                        async move { Ok::<_, Infallible>(upstream_answer(req, &g, &r)) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            gate,
+            requests,
+        }
+    }
+
+    /// Lets every `/gated/` response finish.
+    pub fn release(&self) {
+        self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn upstream_answer(
+    req: Request<Incoming>,
+    gate: &Arc<Semaphore>,
+    requests: &AtomicUsize,
+) -> Response<Body> {
+    requests.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_owned();
+    let body = body_for(&path);
+    let kind = path.split('/').nth(1).unwrap_or_default().to_owned();
+    let with_len = |b: http::response::Builder, body: Bytes| {
+        b.header("content-length", body.len())
+            .body(Full::new(body).map_err(|n| match n {}).boxed())
+            .unwrap()
+    };
+    let img = || {
+        Response::builder()
+            .header("content-type", "image/jpeg")
+            .header("cache-control", "max-age=3600, public")
+    };
+    match kind.as_str() {
+        "health" => with_len(
+            Response::builder(),
+            Bytes::from_static(b"imgproxy is running"),
+        ),
+        "ok" => with_len(img(), body),
+        "vary" => with_len(img().header("vary", "Accept"), body),
+        "nostore" => with_len(img().header("cache-control", "no-store"), body),
+        "status" => {
+            let code: u16 = path.rsplit('/').next().unwrap().parse().unwrap();
+            with_len(img().status(code), body)
+        }
+        "big" => with_len(img(), Bytes::from(vec![7u8; BIG])),
+        "chunked" => img()
+            .body(chunks(vec![body.slice(..10), body.slice(10..)], Tail::End))
+            .unwrap(),
+        "bigchunked" => {
+            let big = Bytes::from(vec![7u8; BIG]);
+            let parts = (0..BIG / 8192)
+                .map(|i| big.slice(i * 8192..(i + 1) * 8192))
+                .collect();
+            img().body(chunks(parts, Tail::End)).unwrap()
+        }
+        "truncate" => img()
+            .header("content-length", body.len())
+            .body(chunks(vec![body.slice(..body.len() / 2)], Tail::Fail))
+            .unwrap(),
+        "gated" => img()
+            .header("content-length", body.len())
+            .body(chunks(
+                vec![body.slice(..body.len() / 2)],
+                Tail::Gate(gate.clone(), body.slice(body.len() / 2..)),
+            ))
+            .unwrap(),
+        "stall" => img()
+            .header("content-length", body.len())
+            .body(chunks(vec![body.slice(..body.len() / 2)], Tail::Never))
+            .unwrap(),
+        _ => with_len(
+            Response::builder().status(404),
+            Bytes::from_static(b"no such route"),
+        ),
+    }
+}
+
+/// How a streamed upstream body ends after its first chunks.
+enum Tail {
+    End,
+    /// An error: hyper closes the connection before `Content-Length` bytes were sent.
+    Fail,
+    /// Waits for the gate, then sends the rest.
+    Gate(Arc<Semaphore>, Bytes),
+    Never,
+}
+
+fn chunks(parts: Vec<Bytes>, tail: Tail) -> Body {
+    let (mut tx, body) = Channel::<Bytes, BoxError>::new(4);
+    tokio::spawn(async move {
+        for part in parts {
+            if tx.send_data(part).await.is_err() {
+                return;
+            }
+        }
+        match tail {
+            Tail::End => {}
+            Tail::Fail => tx.abort("upstream failed mid-body".into()),
+            Tail::Gate(gate, rest) => {
+                let _open = gate.acquire().await;
+                let _ = tx.send_data(rest).await;
+            }
+            // Keeps the body open, sending nothing, for as long as the test runs.
+            Tail::Never => std::future::pending::<()>().await,
+        }
+    });
+    body.boxed()
+}
+
+// ===== the S3 server =====
+
+/// s3s-fs (a real S3 protocol implementation with SigV4) on loopback, behind a front that
+/// counts requests and can fail or hold them on purpose.
+pub struct S3 {
+    pub endpoint: String,
+    pub faults: Arc<Faults>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Faults {
+    pub puts: AtomicUsize,
+    pub heads: AtomicUsize,
+    /// The next this-many PUTs answer 500 InternalError.
+    pub fail_puts: AtomicUsize,
+    /// Every PUT answers 403 AccessDenied.
+    pub deny_puts: std::sync::atomic::AtomicBool,
+    /// While set, object requests wait for [`S3::release`].
+    pub hold: std::sync::atomic::AtomicBool,
+    gate: Semaphore,
+}
+
+impl S3 {
+    pub async fn start() -> S3 {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let faults = Arc::new(Faults::default());
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let f = faults.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                // s3s never sets it; without it keep-alive requests wait 40 ms for delayed ACKs.
+                let _ = stream.set_nodelay(true);
+                let (service, f) = (service.clone(), f.clone());
+                tokio::spawn(async move {
+                    let front = service_fn(move |req: Request<Incoming>| {
+                        let (service, f) = (service.clone(), f.clone());
+                        async move { f.answer(req, &service).await }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), front)
+                        .await;
+                });
+            }
+        });
+        let s3 = S3 {
+            endpoint,
+            faults,
+            _dir: dir,
+        };
+        s3.client()
+            .create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        s3
+    }
+
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        client_for(&self.endpoint)
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::new(S3Store::new(self.client(), BUCKET, &self.endpoint))
+    }
+
+    /// The object under `key`: body, content type, cache control.
+    pub async fn object(&self, key: &str) -> Option<(Bytes, String, Option<String>)> {
+        let out = self
+            .client()
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        let content_type = out.content_type.clone().unwrap_or_default();
+        let cache_control = out.cache_control.clone();
+        let body = out.body.collect().await.unwrap().into_bytes();
+        Some((body, content_type, cache_control))
+    }
+
+    pub async fn keys(&self) -> Vec<String> {
+        let out = self
+            .client()
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
+    pub fn puts(&self) -> usize {
+        self.faults.puts.load(Ordering::SeqCst)
+    }
+
+    pub fn heads(&self) -> usize {
+        self.faults.heads.load(Ordering::SeqCst)
+    }
+
+    pub fn release(&self) {
+        self.faults.hold.store(false, Ordering::SeqCst);
+        self.faults.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+/// A client with static test credentials, built explicitly so no environment leaks in.
+pub fn client_for(endpoint: &str) -> aws_sdk_s3::Client {
+    let builder = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "tests",
+        ))
+        .http_client(imgproxy_cache::cache::s3::http_client());
+    aws_sdk_s3::Client::from_conf(
+        tune(
+            builder,
+            endpoint,
+            AddressingStyle::Path,
+            Duration::from_secs(5),
+        )
+        .build(),
+    )
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            puts: AtomicUsize::new(0),
+            heads: AtomicUsize::new(0),
+            fail_puts: AtomicUsize::new(0),
+            deny_puts: Default::default(),
+            hold: Default::default(),
+            gate: Semaphore::new(0),
+        }
+    }
+}
+
+impl Faults {
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        service: &s3s::service::S3Service,
+    ) -> Result<Response<s3s::Body>, s3s::HttpError> {
+        // Object requests have a key after the bucket; bucket set-up and listing pass freely.
+        let object = req.uri().path().trim_start_matches('/').contains('/');
+        if object {
+            match *req.method() {
+                Method::PUT => self.puts.fetch_add(1, Ordering::SeqCst),
+                Method::HEAD => self.heads.fetch_add(1, Ordering::SeqCst),
+                _ => 0,
+            };
+            if self.hold.load(Ordering::SeqCst) {
+                let _open = self.gate.acquire().await;
+            }
+            if req.method() == Method::PUT {
+                let failing = self
+                    .fail_puts
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if failing {
+                    return Ok(s3_error(500, "InternalError"));
+                }
+                if self.deny_puts.load(Ordering::SeqCst) {
+                    return Ok(s3_error(403, "AccessDenied"));
+                }
+            }
+        }
+        service.call(req.map(s3s::Body::from)).await
+    }
+}
+
+fn s3_error(status: u16, code: &str) -> Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(s3s::Body::from(xml))
+        .unwrap()
+}
+
+// ===== the proxy =====
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<DrainReport>,
+}
+
+/// The proxy's configuration for tests: fast retries, everything else as documented.
+pub fn config(upstream: &Upstream, extra: &[(&str, &str)]) -> Config {
+    let mut vars = vec![
+        ("UPSTREAM_URL".to_owned(), upstream.url()),
+        ("UPLOAD_RETRY_BASE_MS".to_owned(), "10".to_owned()),
+        ("UPLOAD_RETRY_MAX_MS".to_owned(), "50".to_owned()),
+        ("SHUTDOWN_TIMEOUT_SECS".to_owned(), "20".to_owned()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_iter(vars).unwrap()
+}
+
+impl Proxy {
+    pub async fn start(config: Config, store: Arc<dyn Store>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(imgproxy_cache::proxy::run(listener, config, store, async {
+            let _ = stopped.await;
+        }));
+        Proxy {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Signals shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down and waits until every request and upload has finished.
+    pub async fn shutdown(mut self) -> DrainReport {
+        self.begin_shutdown();
+        self.task.await.unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = get(&self.url("/_imgproxy-cache/metrics")).await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+}
+
+/// The value of one metric line, e.g. `imgproxy_cache_uploads_total{outcome="stored"}`; 0
+/// when the series does not exist yet.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+// ===== a client =====
+
+pub fn http_client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    http_client()
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A GET that reads the whole body.
+pub async fn get(url: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+    let response = request(Method::GET, url, &[]).await;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+pub fn key(path: &str) -> String {
+    imgproxy_cache::cache::cache_key("", path)
+}
