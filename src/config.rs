@@ -335,14 +335,14 @@ impl Config {
     /// # Errors
     /// A variable that cannot be parsed or fails validation.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_iter(std::env::vars())
+        Config::from_vars(std::env::vars())
     }
 
     /// Reads settings from `(NAME, value)` pairs, so tests never touch the process environment.
     ///
     /// # Errors
     /// A variable that cannot be parsed or fails validation.
-    pub fn from_iter<I>(vars: I) -> Result<Config, ConfigError>
+    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -589,7 +589,7 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_iter(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]

@@ -196,14 +196,14 @@ impl UploadQueue {
 
     fn try_offer(&self, key: String, object: Object) -> Offer {
         let shared = &self.shared;
-        if let Some(known) = &shared.known {
-            if known
+        let known = shared.known.as_ref().is_some_and(|known| {
+            known
                 .lock()
                 .expect("no code panics while holding this lock")
                 .contains(&key)
-            {
-                return Offer::Skipped(Skip::Known);
-            }
+        });
+        if known {
+            return Offer::Skipped(Skip::Known);
         }
         let len = object.body.len();
         // Config guarantees MAX_CACHEABLE_BYTES fits a u32, and the policy enforced it.
