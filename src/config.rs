@@ -31,7 +31,7 @@ pub const DEFAULT_S3_ADDRESSING_STYLE: AddressingStyle = AddressingStyle::Path;
 pub const DEFAULT_CACHE_DIR: &str = "./cache";
 /// `MAX_CACHEABLE_BYTES`: bigger responses still stream to the client but are not stored.
 pub const DEFAULT_MAX_CACHEABLE_BYTES: u64 = 16 * 1024 * 1024;
-/// `UPLOAD_QUEUE_CAPACITY`: uploads waiting or running at once; more are dropped.
+/// `UPLOAD_QUEUE_CAPACITY`: uploads waiting for a free slot; more are dropped.
 pub const DEFAULT_UPLOAD_QUEUE_CAPACITY: usize = 1024;
 /// `UPLOAD_QUEUE_MAX_BYTES`: bytes held by waiting or running uploads; more are dropped.
 pub const DEFAULT_UPLOAD_QUEUE_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -140,7 +140,7 @@ pub const SETTINGS: &[Setting] = &[
     row(
         "UPLOAD_QUEUE_CAPACITY",
         "1024",
-        "Uploads waiting or running at once; a full queue drops new ones.",
+        "Uploads waiting for a free upload slot; when full, new results are dropped.",
     ),
     row(
         "UPLOAD_QUEUE_MAX_BYTES",
