@@ -26,7 +26,7 @@ enum Command {
     /// environment; see the list below.
     Proxy,
     /// Print the signed imgproxy URL of an image and its cached (bucket) URL.
-    Url(UrlArgs),
+    Url(Box<UrlArgs>),
 }
 
 #[derive(clap::Args)]
@@ -93,7 +93,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_url(args: UrlArgs) -> ExitCode {
+fn print_url(args: Box<UrlArgs>) -> ExitCode {
+    let args = *args;
     let request = url_builder::UrlRequest {
         source: args.source,
         options: args.options,
