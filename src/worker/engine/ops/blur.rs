@@ -37,8 +37,9 @@ pub fn blur(img: &RgbaImage, sigma: f32) -> RgbaImage {
     if alpha {
         premultiply(&mut out);
     }
-    let (w, h) = (out.width() as usize, out.height() as usize);
-    gaussian::<u8, 4>(&mut out, w, h, sigma, BLUR_MIN_AMPL);
+    let (w, h) = out.dimensions();
+    let raw = gaussian::<u8, 4>(out.into_raw(), w as usize, h as usize, sigma, BLUR_MIN_AMPL);
+    out = RgbaImage::from_raw(w, h, raw).expect("the blur keeps the buffer's size");
     if alpha {
         unpremultiply(&mut out);
     }
@@ -133,47 +134,46 @@ fn box_radii(variance: f64) -> [usize; 3] {
     })
 }
 
-/// Blurs interleaved `C`-channel `data` (`w × h`) in place.
+/// Blurs interleaved `C`-channel `data` (`w × h`): rows in place, then the
+/// columns into a second buffer (ping-ponging for box passes), returning
+/// whichever buffer holds the result — no full-image copies beyond that.
 pub(crate) fn gaussian<T: Sample, const C: usize>(
-    data: &mut [T],
+    mut data: Vec<T>,
     w: usize,
     h: usize,
     sigma: f32,
     min_ampl: f32,
-) {
+) -> Vec<T> {
     let plan = Plan::new(sigma, min_ampl);
-    if plan == Plan::Copy || w == 0 || h == 0 {
-        return;
+    if plan == Plan::Copy || w == 0 || h == 0 || data.len() != w * h * C {
+        return data;
     }
     let stride = w * C;
-    let mut padded = Vec::new();
+    let mut line = Vec::new();
     for row in data.chunks_exact_mut(stride) {
         match &plan {
-            Plan::Kernel(k) => kernel_row::<T, C>(row, k, &mut padded),
+            Plan::Kernel(k) => kernel_row::<T, C>(row, k, &mut line),
             Plan::Boxes(radii) => {
                 for &r in radii {
-                    box_row::<T, C>(row, r, &mut padded);
+                    box_row::<T, C>(row, r, &mut line);
                 }
             }
             Plan::Copy => {}
         }
     }
-    let mut scratch: Vec<T> = data.to_vec();
+    let mut out = vec![T::put(0); data.len()];
     match &plan {
-        Plan::Kernel(k) => {
-            kernel_columns(data, &mut scratch, stride, h, k);
-            data.copy_from_slice(&scratch);
-        }
+        Plan::Kernel(k) => kernel_columns(&data, &mut out, stride, h, k),
         Plan::Boxes(radii) => {
-            let (mut src, mut dst) = (data.to_vec(), scratch);
             for &r in radii {
-                box_columns(&src, &mut dst, stride, h, r);
-                std::mem::swap(&mut src, &mut dst);
+                box_columns(&data, &mut out, stride, h, r);
+                std::mem::swap(&mut data, &mut out);
             }
-            data.copy_from_slice(&src);
+            std::mem::swap(&mut data, &mut out);
         }
         Plan::Copy => {}
     }
+    out
 }
 
 /// Divides by a fixed divisor with a multiply and a shift, rounding.

@@ -43,8 +43,7 @@ pub fn sharpen(img: &RgbaImage, sigma: f32) -> RgbaImage {
     }
     let t = tables();
     let lightness: Vec<u16> = pixels(&out).iter().map(|p| t.lightness(*p)).collect();
-    let mut blurred = lightness.clone();
-    gaussian::<u16, 1>(&mut blurred, w, h, sigma, SHARPEN_MIN_AMPL);
+    let blurred = gaussian::<u16, 1>(lightness.clone(), w, h, sigma, SHARPEN_MIN_AMPL);
     for ((p, &l), &b) in pixels_mut(&mut out)
         .iter_mut()
         .zip(&lightness)
