@@ -3,19 +3,19 @@
 //! where things land. Nothing here decodes, encodes, or knows about requests;
 //! the pipeline decides what to call and in which order.
 //!
-//! - [`gravity`]: `calc_position`, imgproxy's placement rule shared by crop,
+//! - [`gravity`](mod@gravity): `calc_position`, imgproxy's placement rule shared by crop,
 //!   extend and watermark (anchors, offsets in pixels or fractions, focus
 //!   points, clamping), and how a gravity turns with the image.
-//! - [`crop`]: `crop` / `crop_scaled`, cutting a window chosen by gravity.
-//! - [`smart`]: the content-aware window behind `g:sm` (attention map).
-//! - [`extend`]: `extend` / `extend_scaled` and `embed`, placing an image on a
+//! - [`crop`](mod@crop): `crop` / `crop_scaled`, cutting a window chosen by gravity.
+//! - [`smart`](mod@smart): the content-aware window behind `g:sm` (attention map).
+//! - [`extend`](mod@extend): `extend` / `extend_scaled` and `embed`, placing an image on a
 //!   canvas.
-//! - [`pad`]: `pad`, borders in CSS order.
-//! - [`trim`]: `trim` / `find_trim`, removing uniform borders.
-//! - [`orient`]: `rotate`, `flip`, `orient` (EXIF 1..=8), on whole pixels.
-//! - [`blur`]: the Gaussian machinery and `blur`.
-//! - [`effects`]: `sharpen`, `pixelate`, `flatten`.
-//! - [`watermark`]: `watermark` / `watermark_scaled`: scale, place or tile, blend.
+//! - [`pad`](mod@pad): `pad`, borders in CSS order.
+//! - [`trim`](mod@trim): `trim` / `find_trim`, removing uniform borders.
+//! - [`orient`](mod@orient): `rotate`, `flip`, `orient` (EXIF 1..=8), on whole pixels.
+//! - [`blur`](mod@blur): the Gaussian machinery and `blur`.
+//! - [`effects`](mod@effects): `sharpen`, `pixelate`, `flatten`.
+//! - [`watermark`](mod@watermark): `watermark` / `watermark_scaled`: scale, place or tile, blend.
 //!
 //! Every function accepts any input — 0-sized images, absurd offsets, NaN or
 //! zero parameters — without panicking. Canvases that would exceed

@@ -95,22 +95,27 @@ enum Turn {
     Transverse,
 }
 
-/// Builds the `h × w` result of `turn`, a 64 × 64 tile at a time.
+/// Builds the `h × w` result of `turn`.
 fn remap(img: &RgbaImage, turn: Turn) -> RgbaImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    // Output is h wide and w tall; each closure maps source (x, y) to the
+    // output index. One monomorphised copy per turn keeps the inner loop free
+    // of the match.
+    match turn {
+        Turn::Clockwise => remap_with(img, |x, y| x * h + (h - 1 - y)),
+        Turn::CounterClockwise => remap_with(img, |x, y| (w - 1 - x) * h + y),
+        Turn::Transpose => remap_with(img, |x, y| x * h + y),
+        Turn::Transverse => remap_with(img, |x, y| (w - 1 - x) * h + (h - 1 - y)),
+    }
+}
+
+/// Copies every source pixel (x, y) to output index `place(x, y)`, a
+/// 64 × 64 tile at a time so reads and writes both stay in cache.
+fn remap_with(img: &RgbaImage, place: impl Fn(usize, usize) -> usize) -> RgbaImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut out = RgbaImage::new(img.height(), img.width());
     let src = pixels(img);
     let dst = pixels_mut(&mut out);
-    // Output is h wide and w tall. Source (x, y) goes to (dx, dy):
-    let place = |x: usize, y: usize| -> usize {
-        let (dx, dy) = match turn {
-            Turn::Clockwise => (h - 1 - y, x),
-            Turn::CounterClockwise => (y, w - 1 - x),
-            Turn::Transpose => (y, x),
-            Turn::Transverse => (h - 1 - y, w - 1 - x),
-        };
-        dy * h + dx
-    };
     for ty in (0..h).step_by(TILE) {
         for tx in (0..w).step_by(TILE) {
             for y in ty..(ty + TILE).min(h) {
