@@ -226,26 +226,27 @@ fn kernel_row<T: Sample, const C: usize>(row: &mut [T], kernel: &[u32], padded: 
 }
 
 fn box_row<T: Sample, const C: usize>(row: &mut [T], r: usize, values: &mut Vec<u32>) {
-    if r == 0 {
+    if r == 0 || row.len() < C {
         return;
     }
     values.clear();
     values.extend(row.iter().map(|v| v.get()));
-    let n = values.len() / C;
-    let at = |x: usize, c: usize| values[x.min(n - 1) * C + c];
+    let px = values.as_chunks::<C>().0;
+    let out = row.as_chunks_mut::<C>().0;
+    let last = px.len() - 1;
     let div = Divider::new((2 * r + 1) as u32);
     // The window centred on 0: r + 1 copies of the first pixel (edges
     // repeat), then pixels 1..=r, the last one repeated past the end.
-    let inside = r.min(n - 1);
+    let inside = r.min(last);
     let mut sum: [u32; C] = std::array::from_fn(|c| {
-        let head = (r as u32 + 1) * at(0, c);
-        let body: u32 = (1..=inside).map(|x| at(x, c)).sum();
-        head + body + (r - inside) as u32 * at(n - 1, c)
+        let body: u32 = px[1..=inside].iter().map(|p| p[c]).sum();
+        (r as u32 + 1) * px[0][c] + body + (r - inside) as u32 * px[last][c]
     });
-    for x in 0..n {
+    for (x, o) in out.iter_mut().enumerate() {
+        let (add, sub) = (&px[(x + r + 1).min(last)], &px[x.saturating_sub(r)]);
         for c in 0..C {
-            row[x * C + c] = T::put(div.div(sum[c]));
-            sum[c] = sum[c] + at(x + r + 1, c) - at(x.saturating_sub(r), c);
+            o[c] = T::put(div.div(sum[c]));
+            sum[c] = sum[c] + add[c] - sub[c];
         }
     }
 }
