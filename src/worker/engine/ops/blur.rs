@@ -53,6 +53,12 @@ pub(crate) trait Sample: Copy {
     fn get(self) -> u32;
     /// From a value already in range.
     fn put(v: u32) -> Self;
+    /// `sum / d`, rounded: sums of bytes fit 32-bit fixed point, which
+    /// vectorises; wider samples need 64 bits.
+    #[inline]
+    fn divide(sum: u32, d: Divider) -> Self {
+        Self::put(d.div(sum))
+    }
 }
 
 impl Sample for u8 {
@@ -61,6 +67,11 @@ impl Sample for u8 {
     }
     fn put(v: u32) -> Self {
         v.min(255) as u8
+    }
+    #[inline]
+    fn divide(sum: u32, d: Divider) -> Self {
+        // sum ≤ 255 · d, so sum · ⌈2^24 / d⌉ + 2^23 < 2^32.
+        (sum.wrapping_mul(d.small).wrapping_add(1 << 23) >> 24) as u8
     }
 }
 
@@ -180,17 +191,23 @@ pub(crate) fn gaussian<T: Sample, const C: usize>(
 
 /// Divides by a fixed divisor with a multiply and a shift, rounding.
 #[derive(Clone, Copy)]
-struct Divider(u64);
+pub(crate) struct Divider {
+    wide: u64,
+    small: u32,
+}
 
 impl Divider {
     fn new(d: u32) -> Self {
         let d = u64::from(d.max(1));
-        Self(((1 << 32) + d / 2) / d)
+        Self {
+            wide: ((1 << 32) + d / 2) / d,
+            small: (((1 << 24) + d / 2) / d) as u32,
+        }
     }
 
     #[inline]
     fn div(self, v: u32) -> u32 {
-        ((u64::from(v) * self.0 + (1 << 31)) >> 32) as u32
+        ((u64::from(v) * self.wide + (1 << 31)) >> 32) as u32
     }
 }
 
@@ -220,7 +237,7 @@ fn kernel_row<T: Sample, const C: usize>(row: &mut [T], kernel: &[u32], padded: 
             }
         }
         for c in 0..C {
-            out[c] = T::put(div.div(acc[c]));
+            out[c] = T::divide(acc[c], div);
         }
     }
 }
@@ -245,7 +262,7 @@ fn box_row<T: Sample, const C: usize>(row: &mut [T], r: usize, values: &mut Vec<
     for (x, o) in out.iter_mut().enumerate() {
         let (add, sub) = (&px[(x + r + 1).min(last)], &px[x.saturating_sub(r)]);
         for c in 0..C {
-            o[c] = T::put(div.div(sum[c]));
+            o[c] = T::divide(sum[c], div);
             sum[c] = sum[c] + add[c] - sub[c];
         }
     }
@@ -265,7 +282,7 @@ fn kernel_columns<T: Sample>(src: &[T], dst: &mut [T], stride: usize, h: usize, 
             }
         }
         for (o, &a) in out.iter_mut().zip(&acc) {
-            *o = T::put(div.div(a));
+            *o = T::divide(a, div);
         }
     }
 }
@@ -288,7 +305,7 @@ fn box_columns<T: Sample>(src: &[T], dst: &mut [T], stride: usize, h: usize, r: 
     }
     for (y, out) in dst.chunks_exact_mut(stride).enumerate() {
         for (o, &s) in out.iter_mut().zip(&sum) {
-            *o = T::put(div.div(s));
+            *o = T::divide(s, div);
         }
         let (add, sub) = ((y + r + 1).min(h - 1), y.saturating_sub(r));
         for ((s, a), d) in sum.iter_mut().zip(row(add)).zip(row(sub)) {
