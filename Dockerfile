@@ -40,7 +40,7 @@ RUN mkdir src \
     && rm -rf src
 
 COPY src ./src
-# COPY keeps the files' modification times, which can be older than the stub build's
+# COPY may keep the files' modification times, which can be older than the stub build's
 # fingerprints; touching them makes cargo rebuild our crate for certain.
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin imgproxy-cache \
