@@ -31,7 +31,7 @@ pub const DEFAULT_S3_ADDRESSING_STYLE: AddressingStyle = AddressingStyle::Path;
 pub const DEFAULT_CACHE_DIR: &str = "./cache";
 /// `MAX_CACHEABLE_BYTES`: bigger responses still stream to the client but are not stored.
 pub const DEFAULT_MAX_CACHEABLE_BYTES: u64 = 16 * 1024 * 1024;
-/// `UPLOAD_QUEUE_CAPACITY`: uploads waiting or running at once; more are dropped.
+/// `UPLOAD_QUEUE_CAPACITY`: uploads waiting for a free slot; more are dropped.
 pub const DEFAULT_UPLOAD_QUEUE_CAPACITY: usize = 1024;
 /// `UPLOAD_QUEUE_MAX_BYTES`: bytes held by waiting or running uploads; more are dropped.
 pub const DEFAULT_UPLOAD_QUEUE_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -140,7 +140,7 @@ pub const SETTINGS: &[Setting] = &[
     row(
         "UPLOAD_QUEUE_CAPACITY",
         "1024",
-        "Uploads waiting or running at once; a full queue drops new ones.",
+        "Uploads waiting for a free upload slot; when full, new results are dropped.",
     ),
     row(
         "UPLOAD_QUEUE_MAX_BYTES",
@@ -335,14 +335,14 @@ impl Config {
     /// # Errors
     /// A variable that cannot be parsed or fails validation.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_iter(std::env::vars())
+        Config::from_vars(std::env::vars())
     }
 
     /// Reads settings from `(NAME, value)` pairs, so tests never touch the process environment.
     ///
     /// # Errors
     /// A variable that cannot be parsed or fails validation.
-    pub fn from_iter<I>(vars: I) -> Result<Config, ConfigError>
+    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -589,7 +589,7 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_iter(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]

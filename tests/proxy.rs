@@ -27,3 +27,510 @@ async fn stores_each_success_under_the_md5_of_its_path() {
     assert_eq!(cache_control.as_deref(), Some("max-age=3600, public"));
     assert_eq!(s3.keys().await, vec![key(path)]);
 }
+
+/// Without `Content-Length` the copy is complete when the upstream ends the body.
+#[tokio::test]
+async fn stores_chunked_responses_once_complete() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let path = "/chunked/x";
+    let (status, headers, body) = get(&proxy.url(path)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!headers.contains_key("content-length"));
+    proxy.shutdown().await;
+    assert_eq!(s3.object(&key(path)).await.expect("stored").0, body);
+}
+
+/// The client receives the first bytes while the upstream is still holding back the rest:
+/// the proxy streams instead of buffering.
+#[tokio::test]
+async fn streams_before_the_upstream_has_finished() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let path = "/gated/x";
+    let mut body = request(Method::GET, &proxy.url(path), &[])
+        .await
+        .into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(!first.is_empty());
+    // Only now may the upstream send its second half.
+    upstream.release();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!([first, rest].concat(), body_for(path));
+    proxy.shutdown().await;
+    assert_eq!(
+        s3.object(&key(path)).await.expect("stored").0,
+        body_for(path)
+    );
+}
+
+/// Every never-store rule over real HTTP: the client gets the upstream's answer, the bucket
+/// stays empty.
+#[tokio::test]
+async fn never_stores_what_must_not_be_shared() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+
+    type Case = (
+        Method,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        u16,
+    );
+    let cases: &[Case] = &[
+        (Method::HEAD, "/ok/head", &[], 200),
+        (Method::POST, "/ok/post", &[], 200),
+        (Method::GET, "/ok/ranged", &[("range", "bytes=0-9")], 200),
+        (Method::GET, "/status/206", &[], 206),
+        (Method::GET, "/status/304", &[], 304),
+        (Method::GET, "/status/404", &[], 404),
+        (Method::GET, "/status/500", &[], 500),
+        (
+            Method::GET,
+            "/vary/accept",
+            &[("accept", "image/webp")],
+            200,
+        ),
+        (Method::GET, "/nostore/x", &[], 200),
+    ];
+    for (method, path, headers, status) in cases {
+        let response = request(method.clone(), &proxy.url(path), headers).await;
+        assert_eq!(response.status().as_u16(), *status, "{method} {path}");
+        response.into_body().collect().await.unwrap();
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_uploads_total{outcome="skipped_vary"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_not_cacheable_total{reason="vary"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_not_cacheable_total{reason="status"}"#
+        ),
+        4.0
+    );
+    proxy.shutdown().await;
+    assert_eq!(s3.keys().await, Vec::<String>::new());
+    assert_eq!(s3.puts(), 0);
+}
+
+/// A body cut short by the upstream reaches the client as an error and is not stored.
+#[tokio::test]
+async fn never_stores_a_truncated_body() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let result = try_get(&proxy.url("/truncate/x")).await;
+    assert!(
+        result.is_err(),
+        "the client must see the cut, got {result:?}"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_not_cacheable_total{reason="incomplete"}"#
+        ),
+        1.0
+    );
+    proxy.shutdown().await;
+    assert_eq!(s3.puts(), 0);
+}
+
+/// An upstream that goes silent mid-body is cut after UPSTREAM_TIMEOUT_SECS; nothing stored.
+#[tokio::test]
+async fn cuts_a_stalled_body_and_stores_nothing() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(
+        config(&upstream, &[("UPSTREAM_TIMEOUT_SECS", "1")]),
+        s3.store(),
+    )
+    .await;
+    let result = try_get(&proxy.url("/stall/x")).await;
+    assert!(
+        result.is_err(),
+        "the client must see the cut, got {result:?}"
+    );
+    proxy.shutdown().await;
+    assert_eq!(s3.puts(), 0);
+}
+
+/// Bodies above MAX_CACHEABLE_BYTES stream to the client whole, with or without a length,
+/// and are not stored.
+#[tokio::test]
+async fn oversize_bodies_stream_whole_but_are_not_stored() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let cap = (BIG / 2).to_string();
+    let proxy = Proxy::start(
+        config(&upstream, &[("MAX_CACHEABLE_BYTES", &cap)]),
+        s3.store(),
+    )
+    .await;
+    for path in ["/big/x", "/bigchunked/x"] {
+        let (status, _, body) = get(&proxy.url(path)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), BIG, "{path}");
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_not_cacheable_total{reason="too_large"}"#
+        ),
+        2.0
+    );
+    proxy.shutdown().await;
+    assert_eq!(s3.puts(), 0);
+}
+
+/// 50 concurrent requests for one path store it once, in every dedup mode.
+#[tokio::test]
+async fn fifty_identical_requests_make_one_put() {
+    for dedup in ["head", "conditional"] {
+        let upstream = Upstream::start().await;
+        let s3 = S3::start().await;
+        let proxy = Proxy::start(config(&upstream, &[("UPLOAD_DEDUP", dedup)]), s3.store()).await;
+        let url = proxy.url("/ok/popular.jpg");
+        let clients = (0..50).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        });
+        for client in clients {
+            let (status, _, body) = client.await.unwrap();
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body, body_for("/ok/popular.jpg"));
+        }
+        // One more, after the upload: known to exist, no store call at all.
+        get(&url).await;
+        proxy.shutdown().await;
+        assert_eq!(s3.puts(), 1, "dedup={dedup}");
+        assert!(s3.heads() <= 1, "dedup={dedup}: {} HEADs", s3.heads());
+    }
+}
+
+/// Conditional PUT never overwrites: an object already in the bucket stays as it was.
+#[tokio::test]
+async fn conditional_put_keeps_an_existing_object() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let path = "/ok/existing.jpg";
+    let existing = bytes::Bytes::from_static(b"stored by another replica");
+    s3.client()
+        .put_object()
+        .bucket(BUCKET)
+        .key(key(path))
+        .content_type("image/jpeg")
+        .body(existing.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(
+        config(&upstream, &[("UPLOAD_DEDUP", "conditional")]),
+        s3.store(),
+    )
+    .await;
+    get(&proxy.url(path)).await;
+    proxy.shutdown().await;
+    assert_eq!(s3.heads(), 0, "conditional mode needs no HEAD");
+    assert_eq!(s3.puts(), 2, "ours was sent, and refused with 412");
+    assert_eq!(s3.object(&key(path)).await.unwrap().0, existing);
+}
+
+/// S3 answering 500 twice, then OK: stored after retries.
+#[tokio::test]
+async fn retries_transient_s3_errors() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    s3.faults
+        .fail_puts
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let path = "/ok/retried.jpg";
+    get(&proxy.url(path)).await;
+    proxy.shutdown().await;
+    assert_eq!(s3.puts(), 3);
+    assert_eq!(
+        s3.object(&key(path)).await.expect("stored").0,
+        body_for(path)
+    );
+}
+
+/// AccessDenied is permanent: one PUT per upload, no hammering.
+#[tokio::test]
+async fn permanent_s3_errors_are_not_retried() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    s3.faults
+        .deny_puts
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let proxy = Proxy::start(
+        config(&upstream, &[("UPLOAD_MAX_ATTEMPTS", "5")]),
+        s3.store(),
+    )
+    .await;
+    for i in 0..3 {
+        let (status, _, _) = get(&proxy.url(&format!("/ok/denied-{i}"))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    proxy.shutdown().await;
+    assert_eq!(s3.puts(), 3);
+}
+
+/// With S3 unreachable, clients still get their images; the uploads fail in the background.
+#[tokio::test]
+async fn s3_down_does_not_touch_clients() {
+    let upstream = Upstream::start().await;
+    // A port that refuses connections: bind, learn the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let store = std::sync::Arc::new(imgproxy_cache::cache::s3::S3Store::new(
+        client_for(&format!("http://{dead}")),
+        BUCKET,
+        format!("http://{dead}"),
+    ));
+    let proxy = Proxy::start(config(&upstream, &[("UPLOAD_MAX_ATTEMPTS", "2")]), store).await;
+    for i in 0..5 {
+        let path = format!("/ok/down-{i}");
+        let (status, _, body) = get(&proxy.url(&path)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, body_for(&path));
+    }
+    let report = proxy.shutdown().await;
+    assert_eq!(
+        report.abandoned, 0,
+        "failed uploads end, they are not left hanging"
+    );
+}
+
+/// S3 hanging on every call: responses complete anyway (they never wait for S3), the byte cap
+/// bounds what is held, and the excess is dropped and counted.
+#[tokio::test]
+async fn a_full_queue_drops_new_results_and_stays_bounded() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    s3.faults
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let size = body_for("/ok/held-0").len();
+    let cap = (size * 2 + size / 2).to_string();
+    let proxy = Proxy::start(
+        config(
+            &upstream,
+            &[
+                ("UPLOAD_QUEUE_MAX_BYTES", &cap),
+                ("MAX_CACHEABLE_BYTES", &cap),
+            ],
+        ),
+        s3.store(),
+    )
+    .await;
+    for i in 0..6 {
+        let path = format!("/ok/held-{i}");
+        let (status, _, body) = get(&proxy.url(&path)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, body_for(&path));
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_uploads_total{outcome="dropped_full"}"#
+        ),
+        4.0
+    );
+    assert_eq!(metric(&metrics, "imgproxy_cache_upload_queue_depth"), 2.0);
+    assert_eq!(
+        metric(&metrics, "imgproxy_cache_upload_queue_bytes"),
+        (2 * size) as f64
+    );
+    s3.release();
+    proxy.shutdown().await;
+    assert_eq!(s3.keys().await.len(), 2);
+}
+
+/// SIGTERM-style shutdown: the listener closes, queued uploads still finish.
+#[tokio::test]
+async fn shutdown_drains_pending_uploads() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    s3.faults
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let paths: Vec<String> = (0..4).map(|i| format!("/ok/drain-{i}")).collect();
+    for path in &paths {
+        get(&proxy.url(path)).await;
+    }
+    proxy.begin_shutdown();
+    // The listener is gone once shutdown has begun.
+    while tokio::net::TcpStream::connect(proxy.addr).await.is_ok() {
+        tokio::task::yield_now().await;
+    }
+    s3.release();
+    let report = proxy.shutdown().await;
+    assert_eq!(report.abandoned, 0);
+    for path in &paths {
+        assert!(
+            s3.object(&key(path)).await.is_some(),
+            "{path} was not drained"
+        );
+    }
+}
+
+/// When S3 never answers, shutdown gives up at SHUTDOWN_TIMEOUT_SECS and says how many
+/// uploads were left undone.
+#[tokio::test]
+async fn shutdown_reports_uploads_left_at_the_deadline() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    s3.faults
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let proxy = Proxy::start(
+        config(&upstream, &[("SHUTDOWN_TIMEOUT_SECS", "1")]),
+        s3.store(),
+    )
+    .await;
+    for i in 0..3 {
+        get(&proxy.url(&format!("/ok/stuck-{i}"))).await;
+    }
+    let report = proxy.shutdown().await;
+    assert_eq!(report.abandoned, 3);
+}
+
+/// The local directory store (no S3_BUCKET) gets the same objects.
+#[tokio::test]
+async fn local_store_keeps_plain_files() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().to_str().unwrap();
+    let config = config(
+        &upstream,
+        &[("CACHE_DIR", cache_dir), ("S3_FOLDER", "thumbs/")],
+    );
+    let store = imgproxy_cache::cache::open_store(&config).await.unwrap();
+    let proxy = Proxy::start(config, store).await;
+    let path = "/ok/local.jpg";
+    let (_, _, body) = get(&proxy.url(path)).await;
+    proxy.shutdown().await;
+    let file = dir.path().join("thumbs").join(key(path));
+    assert_eq!(std::fs::read(file).unwrap(), body);
+}
+
+/// An upstream that is down: 502 with a short body, never a hang or a crash.
+#[tokio::test]
+async fn upstream_down_is_a_502() {
+    let upstream = Upstream::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = config(&upstream, &[]);
+    config.upstream = format!("http://{dead}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(imgproxy_cache::cache::fs::FsStore::open(dir.path()).unwrap());
+    let proxy = Proxy::start(config, store).await;
+    let (status, headers, body) = get(&proxy.url("/ok/x")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(!body.is_empty() && body.len() < 200);
+    proxy.shutdown().await;
+}
+
+/// Malformed HTTP gets a 400 from the proxy itself; the upstream never sees it.
+#[tokio::test]
+async fn malformed_requests_get_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(imgproxy_cache::cache::fs::FsStore::open(dir.path()).unwrap());
+    let proxy = Proxy::start(config(&upstream, &[]), store).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /ok/x HTTP/1.1\r\nHost: a\r\nbroken header line\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(
+        upstream.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    proxy.shutdown().await;
+}
+
+/// The proxy's own health endpoint reports the upstream and the store without reaching
+/// imgproxy's URL space; metrics are served in the Prometheus text format.
+#[tokio::test]
+async fn health_and_metrics_endpoints() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let (status, headers, body) = get(&proxy.url("/_imgproxy-cache/health")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(health["upstream"], "ok");
+    assert!(health["store"].as_str().unwrap().contains(BUCKET));
+
+    get(&proxy.url("/ok/counted")).await;
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(&metrics, r#"imgproxy_cache_requests_total{status="200"}"#),
+        2.0
+    );
+    assert!(metrics.contains("imgproxy_cache_upstream_latency_seconds_bucket"));
+    assert_eq!(
+        upstream.requests.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "health checked /health once"
+    );
+    proxy.shutdown().await;
+}
+
+/// Start-up waits for the upstream's /health and gives up after the timeout.
+#[tokio::test]
+async fn waits_for_a_healthy_upstream_and_gives_up_in_time() {
+    use imgproxy_cache::proxy::upstream::Upstream as Client;
+    use std::time::Duration;
+    let upstream = Upstream::start().await;
+    let up = Client::new(upstream.url().parse().unwrap(), Duration::from_secs(1));
+    up.wait_healthy(Duration::from_secs(1)).await.unwrap();
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = Client::new(
+        format!("http://{dead}").parse().unwrap(),
+        Duration::from_secs(1),
+    );
+    let err = down
+        .wait_healthy(Duration::from_millis(600))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("could not be reached"), "{err}");
+}

@@ -182,10 +182,7 @@ impl UploadQueue {
         let metrics = &self.shared.metrics;
         match offer {
             Offer::Queued => {}
-            Offer::Skipped(_) => {
-                metrics.upload(offer.label());
-                tracing::debug!(%key, outcome = offer.label(), "upload skipped");
-            }
+            Offer::Skipped(_) => self.skipped(&key, offer),
             Offer::Dropped(why) => {
                 metrics.upload(offer.label());
                 tracing::warn!(%key, reason = ?why, "upload queue full, result dropped");
@@ -194,16 +191,31 @@ impl UploadQueue {
         offer
     }
 
-    fn try_offer(&self, key: String, object: Object) -> Offer {
+    /// Whether a result for `key` would be skipped anyway, so the request path can avoid
+    /// copying its body at all. [`UploadQueue::offer`] checks again: this is only a hint.
+    pub fn skip_hint(&self, key: &str) -> Option<Skip> {
         let shared = &self.shared;
-        if let Some(known) = &shared.known {
-            if known
+        let known = shared.known.as_ref().is_some_and(|known| {
+            known
                 .lock()
                 .expect("no code panics while holding this lock")
-                .contains(&key)
-            {
-                return Offer::Skipped(Skip::Known);
-            }
+                .contains(key)
+        });
+        if known {
+            return Some(Skip::Known);
+        }
+        let in_flight = shared
+            .in_flight
+            .lock()
+            .expect("no code panics while holding this lock")
+            .contains(key);
+        in_flight.then_some(Skip::InFlight)
+    }
+
+    fn try_offer(&self, key: String, object: Object) -> Offer {
+        let shared = &self.shared;
+        if let Some(Skip::Known) = self.skip_hint(&key) {
+            return Offer::Skipped(Skip::Known);
         }
         let len = object.body.len();
         // Config guarantees MAX_CACHEABLE_BYTES fits a u32, and the policy enforced it.
@@ -240,6 +252,12 @@ impl UploadQueue {
             Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped(DropReason::Closed),
         }
+    }
+
+    /// Counts and logs a result that needs no upload.
+    pub fn skipped(&self, key: &str, offer: Offer) {
+        self.shared.metrics.upload(offer.label());
+        tracing::debug!(%key, outcome = offer.label(), "upload skipped");
     }
 
     /// Uploads waiting or running right now.

@@ -146,10 +146,10 @@ impl HttpBody for ProxyBody {
         match frame {
             Some(Ok(frame)) => {
                 this.idle.as_mut().reset(Instant::now() + this.idle_timeout);
-                if let (Some(data), Some(tee)) = (frame.data_ref(), this.tee.as_mut()) {
-                    if !tee.push(data) {
-                        this.tee = None;
-                    }
+                if let (Some(data), Some(tee)) = (frame.data_ref(), this.tee.as_mut())
+                    && !tee.push(data)
+                {
+                    this.tee = None;
                 }
                 // hyper stops polling once the body says it has ended, so the copy must be
                 // completed on the last chunk rather than on a final `None`.

@@ -349,7 +349,12 @@ impl Faults {
         service: &s3s::service::S3Service,
     ) -> Result<Response<s3s::Body>, s3s::HttpError> {
         // Object requests have a key after the bucket; bucket set-up and listing pass freely.
-        let object = req.uri().path().trim_start_matches('/').contains('/');
+        let object = req
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split_once('/')
+            .is_some_and(|(_, key)| !key.is_empty());
         if object {
             match *req.method() {
                 Method::PUT => self.puts.fetch_add(1, Ordering::SeqCst),
@@ -397,14 +402,14 @@ pub struct Proxy {
 
 /// The proxy's configuration for tests: fast retries, everything else as documented.
 pub fn config(upstream: &Upstream, extra: &[(&str, &str)]) -> Config {
-    let mut vars = vec![
+    let mut vars = std::collections::BTreeMap::from([
         ("UPSTREAM_URL".to_owned(), upstream.url()),
         ("UPLOAD_RETRY_BASE_MS".to_owned(), "10".to_owned()),
         ("UPLOAD_RETRY_MAX_MS".to_owned(), "50".to_owned()),
         ("SHUTDOWN_TIMEOUT_SECS".to_owned(), "20".to_owned()),
-    ];
+    ]);
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Config::from_iter(vars).unwrap()
+    Config::from_vars(vars).unwrap()
 }
 
 impl Proxy {
@@ -469,6 +474,14 @@ pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Res
         .request(req.body(Empty::new()).unwrap())
         .await
         .unwrap()
+}
+
+/// A GET that reads the whole body, or the error that cut it (at the head or mid-body).
+pub async fn try_get(url: &str) -> Result<(StatusCode, Bytes), BoxError> {
+    let req = Request::get(url).body(Empty::new()).unwrap();
+    let response = http_client().request(req).await?;
+    let status = response.status();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
 /// A GET that reads the whole body.
