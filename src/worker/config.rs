@@ -1299,7 +1299,8 @@ mod tests {
         for (var, value) in cases {
             let msg = config(&[(var, value)]).unwrap_err().to_string();
             assert!(msg.contains(var), "{msg:?} should name {var}");
-            assert!(msg.contains(value.trim()), "{msg:?} should show {value:?}");
+            let shown = value.trim().escape_debug().to_string();
+            assert!(msg.contains(&shown), "{msg:?} should show {value:?}");
         }
     }
 
