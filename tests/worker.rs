@@ -838,3 +838,47 @@ async fn s3_sources() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     worker.shutdown().await;
 }
+
+// ===== documentation =====
+
+/// `docs/worker.md` and `imgproxy-cache worker --help` list every variable the worker reads,
+/// with its compatibility.
+#[test]
+fn docs_and_help_list_every_worker_setting() {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/worker.md")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgproxy-cache"))
+        .args(["worker", "--help"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for setting in imgproxy_cache::worker::config::SETTINGS {
+        let row = format!("| `{}` |", setting.name);
+        let line = docs.lines().find(|l| l.starts_with(&row));
+        let line = line.unwrap_or_else(|| panic!("docs/worker.md lacks {}", setting.name));
+        assert!(
+            line.contains(&format!("| {} |", setting.compat.as_str())),
+            "{line}"
+        );
+        assert!(help.contains(setting.name), "--help lacks {}", setting.name);
+    }
+}
+
+/// A bad worker setting stops start-up with exit code 2, naming the variable and the value.
+#[test]
+fn worker_config_errors_name_the_variable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgproxy-cache"))
+        .arg("worker")
+        .env_clear()
+        .env("IMGPROXY_MAX_SRC_RESOLUTION", "huge")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("IMGPROXY_MAX_SRC_RESOLUTION") && stderr.contains("huge"),
+        "{stderr}"
+    );
+}
