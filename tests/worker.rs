@@ -518,8 +518,8 @@ async fn url_errors_are_404_naming_the_problem() {
         (format!("/unsafe/bogus:1/plain/{img}"), "bogus"),
         (format!("/unsafe/w:abc/plain/{img}"), "width"),
         (format!("/unsafe/exp:1/plain/{img}"), "expired"),
-        (format!("/unsafe/rs:fit:1:1/enc/abcdef"), "Pro"),
-        (format!("/unsafe/plain/ftp://x/a.png"), "scheme"),
+        ("/unsafe/rs:fit:1:1/enc/abcdef".to_owned(), "Pro"),
+        ("/unsafe/plain/ftp://x/a.png".to_owned(), "scheme"),
         ("/unsafe".to_owned(), "Invalid URL"),
     ];
     for (path, needle) in &cases {
