@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use imgproxy_cache::cache::open_store;
 use imgproxy_cache::config::{Config, SETTINGS, StorageConfig};
 use imgproxy_cache::proxy::{self, upstream::Upstream};
-use imgproxy_cache::{telemetry, url_builder};
+use imgproxy_cache::{telemetry, url_builder, worker};
 
 /// A cache-on-write proxy for imgproxy: streams every result to the client and stores each
 /// successful one in S3-compatible storage under the MD5 of its path.
@@ -25,6 +25,9 @@ enum Command {
     /// Run the caching proxy in front of imgproxy (the default). Settings come from the
     /// environment; see the list below.
     Proxy,
+    /// Run the bundled imgproxy-compatible worker. Settings are imgproxy's `IMGPROXY_*`
+    /// variables; see the list below.
+    Worker,
     /// Print the signed imgproxy URL of an image and its cached (bucket) URL.
     Url(Box<UrlArgs>),
 }
@@ -85,10 +88,12 @@ fn main() -> ExitCode {
     let matches = Cli::command()
         .after_help(settings_help())
         .mut_subcommand("proxy", |c| c.after_help(settings_help()))
+        .mut_subcommand("worker", |c| c.after_help(worker_settings_help()))
         .get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command.unwrap_or(Command::Proxy) {
         Command::Proxy => run_proxy(),
+        Command::Worker => run_worker(),
         Command::Url(args) => print_url(args),
     }
 }
@@ -189,6 +194,52 @@ async fn serve(config: Config) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+fn worker_settings_help() -> String {
+    let mut text = String::from("Environment (variable, default, imgproxy-compatible, meaning):\n");
+    for s in worker::config::SETTINGS {
+        text.push_str(&format!(
+            "  {:<42} {:<26} {:<8} {}\n",
+            s.name,
+            s.default,
+            s.compat.as_str(),
+            s.meaning
+        ));
+    }
+    text
+}
+
+fn run_worker() -> ExitCode {
+    let config = match worker::config::WorkerConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("imgproxy-cache worker: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the runtime can always be built at start-up");
+    runtime.block_on(async {
+        let listener = match TcpListener::bind(&config.bind).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, bind = %config.bind, "cannot listen on IMGPROXY_BIND");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            bind = %config.bind,
+            concurrency = config.server.concurrency,
+            "imgproxy-cache worker ready"
+        );
+        worker::server::run(listener, config, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
 }
 
 /// Resolves on SIGTERM (container stop) or SIGINT (Ctrl-C).

@@ -1,6 +1,12 @@
-//! The request side of the bundled imgproxy-compatible worker: everything that
-//! turns a request path into a verified, parsed request, as pure functions.
+//! The bundled imgproxy-compatible worker.
 //!
+//! A request reaches [`server::run`]'s accept loop and goes to [`handler::handle`], which
+//! routes it (health, HEAD, processing). A processing request is parsed and verified by
+//! [`url::parse_path`], its source is downloaded by [`fetch`] within the limits of
+//! [`capacity`], processed on a blocking thread by [`process`], and answered through
+//! [`respond`].
+//!
+//! Request side (pure functions):
 //! - [`url`]: `parse_path`, the entry point — splits off and verifies the
 //!   signature, applies presets and options, decodes the source.
 //! - [`signature`]: HMAC-SHA256 URL signatures with key rotation and trusted
@@ -12,11 +18,27 @@
 //! - [`error`]: `ParseError` and its mapping to HTTP status codes.
 //! - [`engine`]: the processing engine; [`engine::ops`] holds its pure pixel
 //!   operations (crop, gravity, extend, trim, orientation, effects, watermark).
+//!
+//! Server side:
+//! - [`config`]: every `IMGPROXY_*` variable the worker reads, its default and validation.
+//! - [`server`]: the accept loop and graceful shutdown.
+//! - [`handler`]: routing, the stages of a processing request, and error → status mapping.
+//! - [`capacity`]: requests in flight (429 past the limit) and CPU slots.
+//! - [`fetch`]: http(s), `s3://` and `local://` sources with SSRF, size and time limits.
+//! - [`process`]: the CPU step: raw/skip pass-through or the engine.
+//! - [`respond`]: response headers (`Content-Disposition`, `Cache-Control`, request ids).
 
+pub mod capacity;
+pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fetch;
+pub mod handler;
 pub mod options;
 pub mod presets;
+pub mod process;
+pub mod respond;
+pub mod server;
 pub mod signature;
 pub mod source;
 pub mod url;
