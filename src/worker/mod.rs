@@ -10,7 +10,9 @@
 //! - [`presets`]: named option sets from `IMGPROXY_PRESETS` / `IMGPROXY_PRESETS_PATH`.
 //! - [`source`]: decodes `plain/...` and base64 sources into a URL and scheme.
 //! - [`error`]: `ParseError` and its mapping to HTTP status codes.
+//! - [`engine`]: the pixel side: source bytes + options → encoded result.
 
+pub mod engine;
 pub mod error;
 pub mod options;
 pub mod presets;
