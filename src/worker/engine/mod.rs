@@ -10,6 +10,8 @@
 //! - [`color`]: embedded ICC profiles → sRGB.
 //! - [`pipeline`]: per-frame orientation, crop, resize, result crop, flatten.
 //! - [`resize`]: Lanczos3 resampling.
+//! - [`ops`]: pure pixel operations on `RgbaImage` (gravity crop, smart crop, extend, pad,
+//!   trim, effects, flatten, watermark) with imgproxy's placement rules.
 //! - [`format`]: which format the result is written in.
 //! - [`encode`]: the encoders, quality and `max_bytes`.
 //! - [`error`]: [`EngineError`] and its HTTP status.
@@ -22,6 +24,7 @@ pub mod format;
 pub mod geometry;
 pub mod jpeg;
 pub mod metadata;
+pub mod ops;
 pub mod pipeline;
 pub mod probe;
 pub mod resize;
