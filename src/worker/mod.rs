@@ -16,6 +16,7 @@
 //! - [`presets`]: named option sets from `IMGPROXY_PRESETS` / `IMGPROXY_PRESETS_PATH`.
 //! - [`source`]: decodes `plain/...` and base64 sources into a URL and scheme.
 //! - [`error`]: `ParseError` and its mapping to HTTP status codes.
+//! - [`engine`]: the pixel side: source bytes + options → encoded result.
 //!
 //! Server side:
 //! - [`config`]: every `IMGPROXY_*` variable the worker reads, its default and validation.
@@ -23,11 +24,13 @@
 //! - [`handler`]: routing, the stages of a processing request, and error → status mapping.
 //! - [`capacity`]: requests in flight (429 past the limit) and CPU slots.
 //! - [`fetch`]: http(s), `s3://` and `local://` sources with SSRF, size and time limits.
-//! - [`process`]: the CPU step: raw/skip pass-through or the engine.
+//! - [`process`]: the CPU step: the engine's header probe, then raw/skip pass-through or the
+//!   engine.
 //! - [`respond`]: response headers (`Content-Disposition`, `Cache-Control`, request ids).
 
 pub mod capacity;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod fetch;
 pub mod handler;

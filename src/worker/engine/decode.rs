@@ -1,0 +1,220 @@
+//! Source bytes → pixels: one RGB(A) 8-bit image per frame, plus what later stages need
+//! from the file (ICC profile, EXIF orientation, animation timing). JPEG goes through
+//! libjpeg-turbo with shrink-on-load; everything else through the `image` crate's decoders.
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageReader, Limits};
+
+use super::{EngineError, SourceInfo};
+use crate::worker::options::ImageFormat;
+
+/// A decoded source.
+pub struct Decoded {
+    /// At least one frame; all frames have the same size.
+    pub frames: Vec<DynamicImage>,
+    /// Per-frame display time, one entry per frame (empty for still images).
+    pub delays: Vec<Duration>,
+    /// Loop count of an animation; 0 = forever.
+    pub loop_count: u16,
+    /// The embedded ICC profile, if any.
+    pub icc: Option<Vec<u8>>,
+    /// EXIF orientation 1..=8 (1 when absent or unreadable).
+    pub orientation: u8,
+    /// The JPEG DCT scale denominator actually used (1 = full size).
+    pub shrink: u32,
+    /// The source has an alpha channel (even if every pixel is opaque): imgproxy picks
+    /// the result format from this.
+    pub has_alpha: bool,
+}
+
+/// The `image` crate's name for a format we decode with it.
+pub(crate) fn image_crate_format(format: ImageFormat) -> Option<image::ImageFormat> {
+    Some(match format {
+        ImageFormat::Jpeg => image::ImageFormat::Jpeg,
+        ImageFormat::Png => image::ImageFormat::Png,
+        ImageFormat::Gif => image::ImageFormat::Gif,
+        ImageFormat::Webp => image::ImageFormat::WebP,
+        ImageFormat::Bmp => image::ImageFormat::Bmp,
+        ImageFormat::Tiff => image::ImageFormat::Tiff,
+        ImageFormat::Ico => image::ImageFormat::Ico,
+        _ => return None,
+    })
+}
+
+/// Decodes `source` (already probed as `info`). `jpeg_shrink` asks for a DCT-scaled JPEG
+/// decode; `max_frames` > 1 keeps up to that many frames of an animation.
+///
+/// # Errors
+/// [`EngineError::Corrupt`] for broken data, [`EngineError::UnsupportedSource`] for formats
+/// without a decoder.
+pub fn decode(
+    source: &[u8],
+    info: &SourceInfo,
+    jpeg_shrink: u32,
+    max_frames: u32,
+) -> Result<Decoded, EngineError> {
+    let format = info.format;
+    let mut decoded = match format {
+        ImageFormat::Jpeg => decode_jpeg(source, jpeg_shrink)?,
+        ImageFormat::Avif => decode_avif(source)?,
+        ImageFormat::Gif | ImageFormat::Webp if max_frames > 1 && info.frames > 1 => {
+            decode_animation(source, format, max_frames)?
+        }
+        _ => decode_still(source, format)?,
+    };
+    decoded.has_alpha = decoded.frames[0].color().has_alpha();
+    // Animation frames are RGBA already and must stay alike; stills are normalised.
+    if let [still] = decoded.frames.as_mut_slice() {
+        normalise(still);
+    }
+    Ok(decoded)
+}
+
+fn decode_jpeg(source: &[u8], shrink: u32) -> Result<Decoded, EngineError> {
+    let segments = super::jpeg::segments(source);
+    let orientation = segments.exif.map_or(1, super::metadata::orientation);
+    let (image, shrink) = match super::jpeg::decode(source, shrink)? {
+        Some(image) => (image, shrink),
+        // CMYK/YCCK: the `image` crate converts them to RGB; no shrink-on-load there.
+        None => (decode_with_image_crate(source, ImageFormat::Jpeg)?.0, 1),
+    };
+    Ok(Decoded {
+        frames: vec![image],
+        delays: Vec::new(),
+        loop_count: 0,
+        icc: segments.icc,
+        orientation,
+        shrink,
+        has_alpha: false,
+    })
+}
+
+fn decode_still(source: &[u8], format: ImageFormat) -> Result<Decoded, EngineError> {
+    let (image, icc, orientation) = decode_with_image_crate(source, format)?;
+    Ok(Decoded {
+        frames: vec![image],
+        delays: Vec::new(),
+        loop_count: 0,
+        icc,
+        orientation,
+        shrink: 1,
+        has_alpha: false,
+    })
+}
+
+fn reader(source: &[u8], format: ImageFormat) -> Result<ImageReader<Cursor<&[u8]>>, EngineError> {
+    let image_format = image_crate_format(format).ok_or(EngineError::UnsupportedSource)?;
+    let mut reader = ImageReader::with_format(Cursor::new(source), image_format);
+    // Resolution was checked by the caller; this only guards against headers that lie.
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
+    Ok(reader)
+}
+
+/// The `image` crate's allocation cap per decode: 50 MP × 4 channels × 16 bit, with slack.
+const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
+
+fn decode_with_image_crate(
+    source: &[u8],
+    format: ImageFormat,
+) -> Result<(DynamicImage, Option<Vec<u8>>, u8), EngineError> {
+    let corrupt = |e: image::ImageError| EngineError::corrupt(format, e);
+    let mut decoder = reader(source, format)?.into_decoder().map_err(corrupt)?;
+    // Broken metadata must not cost the image: browsers show it too.
+    let icc = decoder.icc_profile().ok().flatten();
+    let orientation = decoder
+        .exif_metadata()
+        .ok()
+        .flatten()
+        .map_or(1, |exif| super::metadata::orientation(&exif));
+    let image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    Ok((image, icc, orientation))
+}
+
+fn decode_animation(
+    source: &[u8],
+    format: ImageFormat,
+    max_frames: u32,
+) -> Result<Decoded, EngineError> {
+    let corrupt = |e: image::ImageError| EngineError::corrupt(format, e);
+    let cursor = Cursor::new(source);
+    let (frames, loop_count, icc) = match format {
+        ImageFormat::Gif => {
+            let decoder = image::codecs::gif::GifDecoder::new(cursor).map_err(corrupt)?;
+            let loops = decoder.loop_count();
+            (decoder.into_frames(), loops, None)
+        }
+        _ => {
+            let mut decoder = image::codecs::webp::WebPDecoder::new(cursor).map_err(corrupt)?;
+            let icc = decoder.icc_profile().ok().flatten();
+            let loops = decoder.loop_count();
+            (decoder.into_frames(), loops, icc)
+        }
+    };
+    let mut images = Vec::new();
+    let mut delays = Vec::new();
+    for frame in frames.take(max_frames as usize) {
+        let frame = frame.map_err(corrupt)?;
+        delays.push(Duration::from(frame.delay()));
+        images.push(DynamicImage::ImageRgba8(frame.into_buffer()));
+    }
+    if images.is_empty() {
+        return Err(EngineError::corrupt(format, "animation without frames"));
+    }
+    Ok(Decoded {
+        frames: images,
+        delays,
+        loop_count: match loop_count {
+            image::metadata::LoopCount::Infinite => 0,
+            image::metadata::LoopCount::Finite(n) => u16::try_from(n.get()).unwrap_or(u16::MAX),
+        },
+        icc,
+        orientation: 1,
+        shrink: 1,
+        has_alpha: false,
+    })
+}
+
+fn decode_avif(source: &[u8]) -> Result<Decoded, EngineError> {
+    let pixels = libavif::decode_rgb(source)
+        .map_err(|e| EngineError::corrupt(ImageFormat::Avif, format!("{e:?}")))?;
+    let (width, height) = (pixels.width(), pixels.height());
+    let rgba = image::RgbaImage::from_raw(width, height, pixels.to_vec())
+        .ok_or_else(|| EngineError::corrupt(ImageFormat::Avif, "unexpected pixel layout"))?;
+    Ok(Decoded {
+        frames: vec![DynamicImage::ImageRgba8(rgba)],
+        delays: Vec::new(),
+        loop_count: 0,
+        icc: None,
+        orientation: 1,
+        shrink: 1,
+        has_alpha: false,
+    })
+}
+
+/// Every later stage works on 8-bit RGB or RGBA: grey is widened, 16-bit narrowed, and an
+/// alpha channel that is fully opaque is dropped (saves a quarter of the work and lets JPEG
+/// results skip flattening).
+fn normalise(image: &mut DynamicImage) {
+    let has_alpha = image.color().has_alpha();
+    *image = match std::mem::take(image) {
+        rgb @ DynamicImage::ImageRgb8(_) => rgb,
+        DynamicImage::ImageRgba8(rgba) => {
+            if rgba.pixels().all(|p| p.0[3] == 255) {
+                DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(rgba).to_rgb8())
+            } else {
+                DynamicImage::ImageRgba8(rgba)
+            }
+        }
+        other if has_alpha => {
+            let rgba = other.to_rgba8();
+            let mut out = DynamicImage::ImageRgba8(rgba);
+            normalise(&mut out);
+            out
+        }
+        other => DynamicImage::ImageRgb8(other.to_rgb8()),
+    };
+}

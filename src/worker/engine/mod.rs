@@ -1,0 +1,124 @@
+//! The bundled worker's processing engine: source bytes + [`ProcessingOptions`] → encoded
+//! result, with imgproxy's geometry and format rules. CPU-bound and synchronous; the HTTP
+//! layer runs [`process`] on a blocking thread.
+//!
+//! A job flows through these modules in order:
+//! - [`probe`]: format, size and frame count from headers; limits are enforced here first.
+//! - [`geometry`]: imgproxy's size arithmetic (fit/fill/force/auto, dpr, zoom, enlarge, ...).
+//! - [`decode`] (with [`jpeg`] for libjpeg-turbo shrink-on-load and [`metadata`] for EXIF):
+//!   pixels of every kept frame.
+//! - [`color`]: embedded ICC profiles → sRGB.
+//! - [`pipeline`]: per-frame orientation, crop, resize, result crop, flatten.
+//! - [`resize`]: Lanczos3 resampling.
+//! - [`format`]: which format the result is written in.
+//! - [`encode`]: the encoders, quality and `max_bytes`.
+//! - [`error`]: [`EngineError`] and its HTTP status.
+
+pub mod color;
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod format;
+pub mod geometry;
+pub mod jpeg;
+pub mod metadata;
+pub mod pipeline;
+pub mod probe;
+pub mod resize;
+
+use std::sync::Arc;
+
+pub use error::EngineError;
+pub use probe::probe;
+
+use crate::worker::options::{Defaults, ImageFormat, ProcessingOptions};
+
+/// `IMGPROXY_MAX_SRC_RESOLUTION`: megapixels a source may have (all loaded frames counted).
+pub const DEFAULT_MAX_SRC_RESOLUTION: f64 = 50.0;
+/// `IMGPROXY_MAX_ANIMATION_FRAMES`: frames of an animation that are processed; 1 turns
+/// animations into stills (their first frame).
+pub const DEFAULT_MAX_ANIMATION_FRAMES: u32 = 1;
+/// `IMGPROXY_MAX_ANIMATION_FRAME_RESOLUTION`: megapixels per frame of an animation; 0 = off
+/// (then the whole animation counts against `IMGPROXY_MAX_SRC_RESOLUTION`).
+pub const DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION: f64 = 0.0;
+
+/// How the engine behaves: the `IMGPROXY_*` settings that concern pixels.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Quality defaults (`IMGPROXY_QUALITY`, `IMGPROXY_FORMAT_QUALITY`, ...).
+    pub defaults: Defaults,
+    /// See [`DEFAULT_MAX_SRC_RESOLUTION`].
+    pub max_src_resolution: f64,
+    /// See [`DEFAULT_MAX_ANIMATION_FRAMES`].
+    pub max_animation_frames: u32,
+    /// See [`DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION`].
+    pub max_animation_frame_resolution: f64,
+    /// `IMGPROXY_AUTO_WEBP`: WebP when no format is asked for and `Accept` has `image/webp`.
+    pub auto_webp: bool,
+    /// `IMGPROXY_ENFORCE_WEBP`: WebP for such clients even when a format is asked for.
+    pub enforce_webp: bool,
+    /// `IMGPROXY_AUTO_AVIF`, as `auto_webp` for `image/avif` (preferred over WebP).
+    pub auto_avif: bool,
+    /// `IMGPROXY_ENFORCE_AVIF`, as `enforce_webp` for `image/avif`.
+    pub enforce_avif: bool,
+    /// The encoded watermark image (`IMGPROXY_WATERMARK_DATA`/`_PATH`, read by the HTTP layer).
+    pub watermark: Option<Arc<Vec<u8>>>,
+    /// `IMGPROXY_PREFERRED_FORMATS` (default `jpeg,png,gif`): see [`format::choose`].
+    pub preferred_formats: Vec<ImageFormat>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            defaults: Defaults::default(),
+            max_src_resolution: DEFAULT_MAX_SRC_RESOLUTION,
+            max_animation_frames: DEFAULT_MAX_ANIMATION_FRAMES,
+            max_animation_frame_resolution: DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION,
+            auto_webp: false,
+            enforce_webp: false,
+            auto_avif: false,
+            enforce_avif: false,
+            watermark: None,
+            preferred_formats: format::DEFAULT_PREFERRED_FORMATS.to_vec(),
+        }
+    }
+}
+
+/// What [`probe`] learns from a source's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub format: ImageFormat,
+    /// As stored, before EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+    /// 1 for still images.
+    pub frames: u32,
+}
+
+/// One processing request.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    pub source: &'a [u8],
+    pub options: &'a ProcessingOptions,
+    /// Format from the URL extension or `format` option.
+    pub format: Option<ImageFormat>,
+    /// The request's Accept header, for auto/enforce WebP/AVIF.
+    pub accept: Option<&'a str>,
+}
+
+/// An encoded result.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub bytes: Vec<u8>,
+    pub format: ImageFormat,
+}
+
+/// Runs one job. CPU-bound and synchronous: the HTTP layer runs it on a blocking thread.
+/// Enforces `max_src_resolution` and the animation limits from the headers (via [`probe`])
+/// before decoding pixels.
+///
+/// # Errors
+/// See [`EngineError`]; [`EngineError::status`] maps each to the HTTP status.
+pub fn process(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineError> {
+    pipeline::run(job, config)
+}
