@@ -113,6 +113,9 @@ fn pixel(image: &DynamicImage, x: u32, y: u32) -> [u8; 3] {
 
 // === geometry ===
 
+/// resizing type, width, height, enlarge, dpr → expected result size.
+type SizeCase = (ResizingType, u32, u32, bool, f64, (u32, u32));
+
 /// Result sizes for every resizing type × enlarge × dpr on an odd-sized source, checked
 /// against values worked out by hand from imgproxy's rules (not from our own function).
 #[test]
@@ -120,7 +123,7 @@ fn result_sizes_match_imgproxy_rules() {
     use ResizingType::*;
     let source = encode_with(&DynamicImage::ImageRgb8(card(101, 67)), Fmt::Png);
     #[rustfmt::skip]
-    let cases: &[(ResizingType, u32, u32, bool, f64, (u32, u32))] = &[
+    let cases: &[SizeCase] = &[
         // shrinking
         (Fit, 50, 50, false, 1.0, (50, 33)),
         (Fit, 50, 50, false, 2.0, (100, 66)),
