@@ -16,7 +16,8 @@
 //! - [`presets`]: named option sets from `IMGPROXY_PRESETS` / `IMGPROXY_PRESETS_PATH`.
 //! - [`source`]: decodes `plain/...` and base64 sources into a URL and scheme.
 //! - [`error`]: `ParseError` and its mapping to HTTP status codes.
-//! - [`engine`]: the pixel side: source bytes + options → encoded result.
+//! - [`engine`]: the processing engine; [`engine::ops`] holds its pure pixel
+//!   operations (crop, gravity, extend, trim, orientation, effects, watermark).
 //!
 //! Server side:
 //! - [`config`]: every `IMGPROXY_*` variable the worker reads, its default and validation.

@@ -56,7 +56,11 @@ pub fn engine_config(processing: &ProcessingConfig, defaults: &Defaults) -> Engi
         auto_avif: processing.auto_avif,
         enforce_avif: processing.enforce_avif,
         watermark: processing.watermark.clone(),
-        ..EngineConfig::default()
+        watermark_opacity: processing.watermark_opacity,
+        preferred_formats: processing
+            .preferred_formats
+            .clone()
+            .unwrap_or_else(|| EngineConfig::default().preferred_formats),
     }
 }
 
@@ -172,6 +176,8 @@ mod tests {
                 ("IMGPROXY_MAX_SRC_RESOLUTION", "2.5"),
                 ("IMGPROXY_AUTO_AVIF", "true"),
                 ("IMGPROXY_WATERMARK_DATA", "aGk="),
+                ("IMGPROXY_WATERMARK_OPACITY", "0.5"),
+                ("IMGPROXY_PREFERRED_FORMATS", "webp,png"),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         )
@@ -183,5 +189,17 @@ mod tests {
             engine.watermark.as_deref().map(Vec::as_slice),
             Some(&b"hi"[..])
         );
+        assert_eq!(engine.watermark_opacity, 0.5);
+        assert_eq!(
+            engine.preferred_formats,
+            vec![ImageFormat::Webp, ImageFormat::Png]
+        );
+        let defaults = WorkerConfig::from_iter(Vec::new()).unwrap();
+        let engine = engine_config(&defaults.processing, &defaults.parser.defaults);
+        assert_eq!(
+            engine.preferred_formats,
+            EngineConfig::default().preferred_formats
+        );
+        assert_eq!(engine.watermark_opacity, 1.0);
     }
 }

@@ -10,6 +10,8 @@
 //! - [`color`]: embedded ICC profiles → sRGB.
 //! - [`pipeline`]: per-frame orientation, crop, resize, result crop, flatten.
 //! - [`resize`]: Lanczos3 resampling.
+//! - [`ops`]: pure pixel operations on `RgbaImage` (gravity crop, smart crop, extend, pad,
+//!   trim, effects, flatten, watermark) with imgproxy's placement rules.
 //! - [`format`]: which format the result is written in.
 //! - [`encode`]: the encoders, quality and `max_bytes`.
 //! - [`error`]: [`EngineError`] and its HTTP status.
@@ -22,6 +24,7 @@ pub mod format;
 pub mod geometry;
 pub mod jpeg;
 pub mod metadata;
+pub mod ops;
 pub mod pipeline;
 pub mod probe;
 pub mod resize;
@@ -41,6 +44,9 @@ pub const DEFAULT_MAX_ANIMATION_FRAMES: u32 = 1;
 /// `IMGPROXY_MAX_ANIMATION_FRAME_RESOLUTION`: megapixels per frame of an animation; 0 = off
 /// (then the whole animation counts against `IMGPROXY_MAX_SRC_RESOLUTION`).
 pub const DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION: f64 = 0.0;
+
+/// `IMGPROXY_WATERMARK_OPACITY`: opacity of the configured watermark, 0..=1.
+pub const DEFAULT_WATERMARK_OPACITY: f64 = 1.0;
 
 /// How the engine behaves: the `IMGPROXY_*` settings that concern pixels.
 #[derive(Debug, Clone)]
@@ -65,6 +71,8 @@ pub struct EngineConfig {
     pub watermark: Option<Arc<Vec<u8>>>,
     /// `IMGPROXY_PREFERRED_FORMATS` (default `jpeg,png,gif`): see [`format::choose`].
     pub preferred_formats: Vec<ImageFormat>,
+    /// `IMGPROXY_WATERMARK_OPACITY` (default 1): multiplied with the URL's opacity.
+    pub watermark_opacity: f64,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +88,7 @@ impl Default for EngineConfig {
             enforce_avif: false,
             watermark: None,
             preferred_formats: format::DEFAULT_PREFERRED_FORMATS.to_vec(),
+            watermark_opacity: DEFAULT_WATERMARK_OPACITY,
         }
     }
 }
