@@ -45,8 +45,9 @@ pub const DEFAULT_UPLOAD_RETRY_BASE_MS: u64 = 200;
 pub const DEFAULT_UPLOAD_RETRY_MAX_MS: u64 = 10_000;
 /// `UPLOAD_TIMEOUT_SECS`: limit for one store call (one attempt).
 pub const DEFAULT_UPLOAD_TIMEOUT_SECS: u64 = 30;
-/// `UPLOAD_DEDUP`: how an upload learns that the object already exists.
-pub const DEFAULT_UPLOAD_DEDUP: DedupMode = DedupMode::Head;
+/// `UPLOAD_DEDUP`: how an upload learns that the object already exists. Conditional PUT costs
+/// one round trip instead of two and is supported by S3, Tigris, R2, SeaweedFS and MinIO.
+pub const DEFAULT_UPLOAD_DEDUP: DedupMode = DedupMode::Conditional;
 /// `KNOWN_KEYS_CAPACITY`: keys remembered as stored, so repeats cost no store call at all.
 pub const DEFAULT_KNOWN_KEYS_CAPACITY: usize = 100_000;
 /// `SHUTDOWN_TIMEOUT_SECS`: time given to in-flight requests and queued uploads on SIGTERM.
@@ -162,8 +163,8 @@ pub const SETTINGS: &[Setting] = &[
     row("UPLOAD_TIMEOUT_SECS", "30", "Limit for one store call."),
     row(
         "UPLOAD_DEDUP",
-        "head",
-        "`head`: HEAD before PUT; `conditional`: PUT with `If-None-Match: *`; `none`: always PUT.",
+        "conditional",
+        "`conditional`: one PUT with `If-None-Match: *`; `head`: HEAD, then PUT if missing; `none`: always PUT.",
     ),
     row(
         "KNOWN_KEYS_CAPACITY",
@@ -603,8 +604,25 @@ mod tests {
                 dir: "./cache".into()
             }
         );
-        assert_eq!(c.upload.dedup, DedupMode::Head);
+        assert_eq!(c.upload.dedup, DedupMode::Conditional);
         assert_eq!(c.health_check_timeout, Duration::from_secs(30));
+    }
+
+    /// The defaults `--help` and the README show are the ones the code uses.
+    #[test]
+    fn documented_defaults_are_the_real_defaults() {
+        let documented: Vec<(&str, &str)> = SETTINGS
+            .iter()
+            .filter(|s| !s.default.starts_with('(') && s.name != "RUST_LOG")
+            .map(|s| (s.name, s.default))
+            .collect();
+        let bucket = [("S3_BUCKET", "b")];
+        let explicit = config(&[&documented[..], &bucket].concat()).unwrap();
+        let implicit = config(&bucket).unwrap();
+        assert_eq!(format!("{explicit:?}"), format!("{implicit:?}"));
+        // And the local store's directory, which only shows without a bucket.
+        let local = config(&[("CACHE_DIR", DEFAULT_CACHE_DIR)]).unwrap();
+        assert_eq!(format!("{local:?}"), format!("{:?}", config(&[]).unwrap()));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus metric names, declared once.
 //! - [`body`]: the response body type.
 //! - [`telemetry`]: logging set-up.
+//! - [`url_builder`]: signed imgproxy URLs and cached URLs, for `imgproxy-cache url`.
 //! - [`worker`]: the bundled imgproxy-compatible worker (so far: URL parsing and signatures).
 
 pub mod body;
@@ -22,4 +23,5 @@ pub mod config;
 pub mod metrics;
 pub mod proxy;
 pub mod telemetry;
+pub mod url_builder;
 pub mod worker;

@@ -9,8 +9,7 @@ use tokio::net::TcpListener;
 use imgproxy_cache::cache::open_store;
 use imgproxy_cache::config::{Config, SETTINGS, StorageConfig};
 use imgproxy_cache::proxy::{self, upstream::Upstream};
-use imgproxy_cache::telemetry;
-use imgproxy_cache::worker;
+use imgproxy_cache::{telemetry, url_builder, worker};
 
 /// A cache-on-write proxy for imgproxy: streams every result to the client and stores each
 /// successful one in S3-compatible storage under the MD5 of its path.
@@ -29,6 +28,49 @@ enum Command {
     /// Run the bundled imgproxy-compatible worker. Settings are imgproxy's `IMGPROXY_*`
     /// variables; see the list below.
     Worker,
+    /// Print the signed imgproxy URL of an image and its cached (bucket) URL.
+    Url(Box<UrlArgs>),
+}
+
+#[derive(clap::Args)]
+struct UrlArgs {
+    /// The source image URL.
+    source: String,
+    /// Processing options as in an imgproxy URL, e.g. `rs:fit:300:300/q:80`.
+    #[arg(long, default_value = "")]
+    options: String,
+    /// Output format extension (`webp`, `avif`, `jpg`, ...).
+    #[arg(long)]
+    ext: Option<String>,
+    /// Encode the source as base64url instead of `plain/`.
+    #[arg(long)]
+    base64: bool,
+    /// Print one JSON object: path, proxy_url, cached_url, key.
+    #[arg(long)]
+    json: bool,
+    /// Hex key; a comma list signs with its first entry. Unset: `insecure`.
+    #[arg(long, env = "IMGPROXY_KEY", default_value = "", hide_env_values = true)]
+    key: String,
+    /// Hex salt, paired with the key.
+    #[arg(
+        long,
+        env = "IMGPROXY_SALT",
+        default_value = "",
+        hide_env_values = true
+    )]
+    salt: String,
+    /// Bytes of the HMAC kept in the signature (1-32).
+    #[arg(long, env = "IMGPROXY_SIGNATURE_SIZE", default_value_t = 32)]
+    signature_size: usize,
+    /// Key prefix, as the proxy's S3_FOLDER.
+    #[arg(long, env = "S3_FOLDER", default_value = "")]
+    prefix: String,
+    /// Where the proxy is reached.
+    #[arg(long, env = "PROXY_BASE_URL", default_value = url_builder::DEFAULT_PROXY_BASE_URL)]
+    proxy_base_url: String,
+    /// Where stored objects are reached: public bucket URL or CDN, up to the key.
+    #[arg(long, env = "CACHE_BASE_URL")]
+    cache_base_url: Option<String>,
 }
 
 fn settings_help() -> String {
@@ -52,7 +94,48 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Proxy) {
         Command::Proxy => run_proxy(),
         Command::Worker => run_worker(),
+        Command::Url(args) => print_url(args),
     }
+}
+
+fn print_url(args: Box<UrlArgs>) -> ExitCode {
+    let args = *args;
+    let request = url_builder::UrlRequest {
+        source: args.source,
+        options: args.options,
+        ext: args.ext,
+        base64: args.base64,
+    };
+    let settings = url_builder::UrlSettings {
+        key: args.key,
+        salt: args.salt,
+        signature_size: args.signature_size,
+        prefix: args.prefix,
+        proxy_base_url: args.proxy_base_url,
+        cache_base_url: args.cache_base_url,
+    };
+    let built = match url_builder::build(&request, &settings) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("imgproxy-cache url: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&built).expect("plain strings always serialize")
+        );
+    } else {
+        println!("path:       {}", built.path);
+        println!("proxy_url:  {}", built.proxy_url);
+        match &built.cached_url {
+            Some(url) => println!("cached_url: {url}"),
+            None => println!("cached_url: (set CACHE_BASE_URL)"),
+        }
+        println!("key:        {}", built.key);
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_proxy() -> ExitCode {

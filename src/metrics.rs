@@ -25,7 +25,8 @@ pub struct ReasonLabel {
 /// The proxy's metrics, shared by the request path and the upload queue.
 pub struct Metrics {
     registry: Registry,
-    /// Responses sent to clients, by status (502/504 included when the upstream failed).
+    /// Proxied responses, by status (502/504 included when the upstream failed); the proxy's
+    /// own endpoints are not counted.
     pub requests: Family<StatusLabel, Counter>,
     /// Time from forwarding a request to the upstream's response head.
     pub upstream_latency: Histogram,

@@ -49,3 +49,59 @@ fn readme_documents_every_setting() {
         );
     }
 }
+
+/// `url --json` prints the stable fields; the key is the proxy's rule over the signed path.
+#[test]
+fn url_prints_signed_and_cached_urls_as_json() {
+    let out = imgproxy_cache()
+        .args([
+            "url",
+            "--json",
+            "--options",
+            "rs:fit:300:300",
+            "--ext",
+            "webp",
+        ])
+        .arg("https://example.com/a.jpg")
+        .env("IMGPROXY_KEY", "736563726574")
+        .env("IMGPROXY_SALT", "68656C6C6F")
+        .env("S3_FOLDER", "thumbs/")
+        .env("PROXY_BASE_URL", "https://img.example")
+        .env("CACHE_BASE_URL", "https://cdn.example/")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = v["path"].as_str().unwrap();
+    assert!(
+        path.ends_with("/rs:fit:300:300/plain/https://example.com/a.jpg@webp"),
+        "{path}"
+    );
+    let key = imgproxy_cache::cache::cache_key("thumbs/", path);
+    assert_eq!(v["key"], key.as_str());
+    assert_eq!(
+        v["proxy_url"],
+        format!("https://img.example{path}").as_str()
+    );
+    assert_eq!(
+        v["cached_url"],
+        format!("https://cdn.example/{key}").as_str()
+    );
+}
+
+/// A bad key is refused with a message naming the variable.
+#[test]
+fn url_refuses_a_bad_key() {
+    let out = imgproxy_cache()
+        .args(["url", "https://example.com/a.jpg"])
+        .env("IMGPROXY_KEY", "not-hex")
+        .env("IMGPROXY_SALT", "00")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IMGPROXY_KEY"));
+}

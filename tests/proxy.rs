@@ -498,9 +498,10 @@ async fn health_and_metrics_endpoints() {
 
     get(&proxy.url("/ok/counted")).await;
     let metrics = proxy.metrics().await;
+    // The image only: the proxy's own endpoints are not counted.
     assert_eq!(
         metric(&metrics, r#"imgproxy_cache_requests_total{status="200"}"#),
-        2.0
+        1.0
     );
     assert!(metrics.contains("imgproxy_cache_upstream_latency_seconds_bucket"));
     assert_eq!(
@@ -533,4 +534,28 @@ async fn waits_for_a_healthy_upstream_and_gives_up_in_time() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("could not be reached"), "{err}");
+}
+
+/// HEAD dedup: an object already in the bucket costs one HEAD and no PUT.
+#[tokio::test]
+async fn head_dedup_skips_the_put_for_an_existing_object() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let path = "/ok/already-there.jpg";
+    let existing = bytes::Bytes::from_static(b"stored earlier");
+    s3.client()
+        .put_object()
+        .bucket(BUCKET)
+        .key(key(path))
+        .content_type("image/jpeg")
+        .body(existing.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let proxy = Proxy::start(config(&upstream, &[("UPLOAD_DEDUP", "head")]), s3.store()).await;
+    get(&proxy.url(path)).await;
+    proxy.shutdown().await;
+    assert_eq!(s3.heads(), 1);
+    assert_eq!(s3.puts(), 1, "only the set-up PUT");
+    assert_eq!(s3.object(&key(path)).await.unwrap().0, existing);
 }

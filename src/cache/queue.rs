@@ -90,8 +90,11 @@ struct Shared {
     hinted: AtomicBool,
 }
 
-/// The background half: the dispatcher and the uploads it started.
+/// The background half: the dispatcher and the uploads it started, on a runtime of their own.
 pub struct Uploader {
+    /// One worker thread: upload CPU work (checksums, request signing, TLS) never runs on the
+    /// threads that serve clients, and never takes more than one core.
+    runtime: Option<tokio::runtime::Runtime>,
     dispatcher: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
     closing: CancellationToken,
@@ -154,7 +157,13 @@ impl UploadQueue {
         let tracker = TaskTracker::new();
         let closing = CancellationToken::new();
         let abort = CancellationToken::new();
-        let dispatcher = tokio::spawn(dispatch(
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("upload")
+            .enable_all()
+            .build()
+            .expect("a one-thread runtime can be built whenever the process can start threads");
+        let dispatcher = runtime.spawn(dispatch(
             rx,
             shared.clone(),
             tracker.clone(),
@@ -167,6 +176,7 @@ impl UploadQueue {
             shared: shared.clone(),
         };
         let uploader = Uploader {
+            runtime: Some(runtime),
             dispatcher,
             tracker,
             closing,
@@ -269,11 +279,12 @@ impl UploadQueue {
 impl Uploader {
     /// Stops taking new work, finishes what was queued within `timeout`, and abandons the
     /// rest.
-    pub async fn drain(self, timeout: Duration) -> DrainReport {
+    pub async fn drain(mut self, timeout: Duration) -> DrainReport {
         self.closing.cancel();
         let tracker = self.tracker.clone();
+        let dispatcher = &mut self.dispatcher;
         let finished = tokio::time::timeout(timeout, async move {
-            let _ = self.dispatcher.await;
+            let _ = dispatcher.await;
             tracker.close();
             tracker.wait().await;
         })
@@ -286,6 +297,16 @@ impl Uploader {
         self.tracker.close();
         self.tracker.wait().await;
         DrainReport { abandoned }
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks stop, which async code must not do;
+        // by now every upload has finished or been abandoned.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -224,6 +224,9 @@ enum Verdict {
 /// The S3 error codes and statuses that no retry can fix, with what to check.
 fn verdict(status: u16, code: Option<&str>) -> Verdict {
     match (status, code) {
+        (501, _) | (_, Some("NotImplemented")) => Verdict::Permanent(Some(
+            "the store does not support this request (conditional PUT?): set UPLOAD_DEDUP=head",
+        )),
         (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout"))
         | (_, Some("InternalError" | "ServiceUnavailable" | "ConditionalRequestConflict"))
         | (408 | 429 | 500..=599, _) => Verdict::Transient,
@@ -265,6 +268,7 @@ mod tests {
             );
         }
         let permanent = [
+            (501, Some("NotImplemented")),
             (403, Some("AccessDenied")),
             (404, Some("NoSuchBucket")),
             (403, Some("InvalidAccessKeyId")),

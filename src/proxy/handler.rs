@@ -57,11 +57,11 @@ pub async fn handle(
     state: Arc<State>,
     client: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
-    let response = if internal::is_internal(request.uri().path()) {
-        internal::handle(&request, &state).await
-    } else {
-        forward(request, &state, client).await
-    };
+    if internal::is_internal(request.uri().path()) {
+        // Not counted: scrapes and health probes would drown the traffic they measure.
+        return Ok(internal::handle(&request, &state).await);
+    }
+    let response = forward(request, &state, client).await;
     state
         .metrics
         .requests

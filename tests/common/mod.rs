@@ -3,6 +3,9 @@
 //! proxy itself, started through `proxy::run` exactly as `main` does.
 #![allow(dead_code)] // each test binary uses a different part of this kit
 
+pub mod browser;
+pub mod seaweed;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,6 +122,12 @@ fn upstream_answer(
             Bytes::from_static(b"imgproxy is running"),
         ),
         "ok" => with_len(img(), body),
+        "png" => with_len(
+            Response::builder()
+                .header("content-type", "image/png")
+                .header("cache-control", "max-age=3600, public"),
+            Bytes::from_static(include_bytes!("../fixtures/gradient.png")),
+        ),
         "vary" => with_len(img().header("vary", "Accept"), body),
         "nostore" => with_len(img().header("cache-control", "no-store"), body),
         "status" => {
@@ -311,11 +320,15 @@ impl S3 {
 
 /// A client with static test credentials, built explicitly so no environment leaks in.
 pub fn client_for(endpoint: &str) -> aws_sdk_s3::Client {
+    client_with(endpoint, ACCESS_KEY, SECRET_KEY)
+}
+
+pub fn client_with(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
     let builder = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "tests",
+            access_key, secret_key, None, None, "tests",
         ))
         .http_client(imgproxy_cache::cache::s3::http_client());
     aws_sdk_s3::Client::from_conf(

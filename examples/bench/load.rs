@@ -1,0 +1,132 @@
+//! Load: wrk for throughput and latency (a C load generator outside our process), and a small
+//! fixed-count client for the scenarios that count effects rather than time.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// One wrk run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Every request of a wrk run gets its own path — `/<size>/<run>-<thread>-<n>` — so every
+/// request through the proxy is a new key and a new upload.
+const UNIQUE_PATHS: &str = r#"
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) prefix = args[1] .. args[2] .. "-" .. tid .. "-"; n = 0 end
+function request() n = n + 1; return wrk.format(nil, prefix .. n) end
+"#;
+
+/// Runs wrk against `base` (scheme, host, port) for `secs` with `connections` connections.
+pub fn wrk(base: &str, size: &str, run_id: &str, connections: usize, secs: u64) -> Sample {
+    let script = std::env::temp_dir().join("imgproxy-cache-bench-unique.lua");
+    std::fs::write(&script, UNIQUE_PATHS).expect("write wrk script");
+    let threads = connections.clamp(1, 2);
+    let out = Command::new("wrk")
+        .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
+        .args(["-d", &format!("{secs}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(base)
+        .args(["--", &format!("/{size}/"), run_id])
+        .output()
+        .expect("run wrk (scripts/bench installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text).unwrap_or_else(|| panic!("unreadable wrk output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Option<Sample> {
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let percentile = |p: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(p).map(str::trim))
+            .and_then(duration_ms)
+    };
+    Some(Sample {
+        rps,
+        p50_ms: percentile("50%")?,
+        p99_ms: percentile("99%")?,
+    })
+}
+
+/// wrk's `1.23ms`, `456.00us`, `1.50s`.
+fn duration_ms(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => return None,
+    })
+}
+
+/// The status of one GET, or `None` when nothing answered.
+pub async fn status(url: &str) -> Option<u16> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let response = client.get(url.parse().ok()?).await.ok()?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await.ok()?;
+    Some(status)
+}
+
+/// Sends `total` GETs, `concurrency` at a time, to the URLs `url(i)` makes; returns how many
+/// answered 200 with a whole body.
+pub async fn fire(
+    total: usize,
+    concurrency: usize,
+    url: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> usize {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let next = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let url = Arc::new(url);
+    let workers = (0..concurrency).map(|_| {
+        let (client, next, ok, url) = (client.clone(), next.clone(), ok.clone(), url.clone());
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= total {
+                    return;
+                }
+                let Ok(uri) = url(i).parse() else { continue };
+                if let Ok(response) = client.get(uri).await {
+                    let good = response.status() == 200;
+                    if response.into_body().collect().await.is_ok() && good {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    });
+    for worker in workers.collect::<Vec<_>>() {
+        let _ = worker.await;
+    }
+    ok.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_wrk_output() {
+        let out = "  Latency Distribution\n     50%  412.00us\n     75%  1.2ms\n     99%    3.50ms\nRequests/sec:   9876.54\n";
+        let s = super::parse_wrk(out).unwrap();
+        assert_eq!((s.rps, s.p50_ms, s.p99_ms), (9876.54, 0.412, 3.5));
+    }
+}

@@ -1,0 +1,161 @@
+//! The servers the benchmark runs in its own process: a fixed-body upstream, and a real S3
+//! server (s3s-fs, SigV4) behind a front that can delay every call and counts PUTs per key.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use imgproxy_cache::body::BoxError;
+use tokio::net::TcpListener;
+
+pub const ACCESS_KEY: &str = "bench-access-key";
+pub const SECRET_KEY: &str = "bench-secret-key";
+pub const BUCKET: &str = "bench";
+
+/// Serves `handler` on a fresh 127.0.0.1 port for the rest of the run.
+async fn serve<F, Fut, B>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service_fn(handler))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The same bytes for any path: `/50k/..`, `/500k/..`, `/1m/..`; `/health` answers 200.
+pub async fn upstream() -> SocketAddr {
+    let bodies: Arc<HashMap<&'static str, Bytes>> = Arc::new(HashMap::from([
+        ("50k", Bytes::from(vec![0x5a; 50 * 1024])),
+        ("500k", Bytes::from(vec![0x5a; 500 * 1024])),
+        ("1m", Bytes::from(vec![0x5a; 1024 * 1024])),
+    ]));
+    serve(move |req: Request<Incoming>| {
+        let bodies = bodies.clone();
+        async move {
+            let kind = req.uri().path().split('/').nth(1).unwrap_or_default();
+            let body = bodies
+                .get(kind)
+                .cloned()
+                .unwrap_or_else(|| Bytes::from_static(b"ok"));
+            Ok(Response::builder()
+                .header("content-type", "image/jpeg")
+                .header("cache-control", "max-age=31536000, public")
+                .body(Full::new(body))
+                .expect("static response"))
+        }
+    })
+    .await
+}
+
+/// Counts what reached the S3 server.
+#[derive(Default)]
+pub struct S3Stats {
+    pub puts_by_key: Mutex<HashMap<String, u64>>,
+    pub heads: AtomicU64,
+}
+
+impl S3Stats {
+    pub fn reset(&self) {
+        self.puts_by_key.lock().expect("not poisoned").clear();
+        self.heads.store(0, Ordering::SeqCst);
+    }
+
+    /// (PUT requests, distinct keys PUT).
+    pub fn puts(&self) -> (u64, u64) {
+        let map = self.puts_by_key.lock().expect("not poisoned");
+        (map.values().sum(), map.len() as u64)
+    }
+}
+
+pub struct S3 {
+    pub endpoint: String,
+    pub stats: Arc<S3Stats>,
+    /// Milliseconds added before every object call (0: healthy).
+    pub delay_ms: Arc<AtomicU64>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn s3() -> S3 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join(BUCKET)).expect("bucket dir");
+    let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let service = builder.build();
+    let stats = Arc::new(S3Stats::default());
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let (st, delay) = (stats.clone(), delay_ms.clone());
+    let addr = serve(move |req: Request<Incoming>| {
+        let (service, st, delay) = (service.clone(), st.clone(), delay.clone());
+        async move {
+            let ms = delay.load(Ordering::SeqCst);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            match *req.method() {
+                http::Method::PUT => {
+                    let key = req.uri().path().to_owned();
+                    *st.puts_by_key
+                        .lock()
+                        .expect("not poisoned")
+                        .entry(key)
+                        .or_default() += 1;
+                }
+                http::Method::HEAD => {
+                    st.heads.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+            let response = match service.call(req.map(s3s::Body::from)).await {
+                Ok(response) => {
+                    response.map(|b| b.map_err(|e| -> BoxError { e.to_string().into() }).boxed())
+                }
+                Err(e) => Response::builder()
+                    .status(500)
+                    .body(
+                        Full::new(Bytes::from(format!("{e:?}")))
+                            .map_err(|n| match n {})
+                            .boxed(),
+                    )
+                    .expect("static response"),
+            };
+            Ok(response)
+        }
+    })
+    .await;
+    S3 {
+        endpoint: format!("http://{addr}"),
+        stats,
+        delay_ms,
+        _dir: dir,
+    }
+}
