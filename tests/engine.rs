@@ -893,3 +893,30 @@ fn cmyk_jpeg_decodes() {
     assert_eq!((out.width(), out.height()), (32, 16));
     assert_near(pixel(&out, 16, 8), [255, 0, 0], 30, "CMYK red");
 }
+
+/// AVIF can't be smaller than 16 px: like imgproxy, such results fall back to JPEG (or
+/// PNG with alpha).
+#[test]
+fn tiny_avif_falls_back() {
+    let source = jpeg(&card(40, 30), 90);
+    let out = run(
+        &source,
+        &resize_opts(ResizingType::Fit, 10, 10),
+        Some(ImageFormat::Avif),
+    );
+    assert_eq!(out.format, ImageFormat::Jpeg);
+    assert_eq!(decode(&out.bytes).width(), 10);
+}
+
+/// SVG, HEIC and JPEG XL sources are refused with 422 (see docs/engine.md).
+#[test]
+fn unsupported_formats_are_422() {
+    for source in [
+        &b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>"[..],
+        &b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"[..],
+        &b"\xFF\x0A\xFA\x7F"[..],
+    ] {
+        let err = run_with(source, &options(), None, &EngineConfig::default()).unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+    }
+}
