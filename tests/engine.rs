@@ -868,3 +868,55 @@ fn blur_and_pixelate_change_pixels() {
     assert_eq!(pixel(&out, 0, 0), pixel(&out, 7, 7));
     assert_ne!(pixel(&out, 0, 0), pixel(&out, 8, 8));
 }
+
+/// CMYK JPEGs (Adobe, as Photoshop writes them) decode to the right colours through the
+/// fallback decoder.
+#[test]
+fn cmyk_jpeg_decodes() {
+    // Adobe CMYK is stored inverted: 255 = no ink. Full magenta + yellow = red.
+    let (w, h) = (32usize, 16usize);
+    let pixels: Vec<u8> = std::iter::repeat_n([255u8, 0, 0, 255], w * h)
+        .flatten()
+        .collect();
+    let image = turbojpeg::Image {
+        pixels: pixels.as_slice(),
+        width: w,
+        pitch: w * 4,
+        height: h,
+        format: turbojpeg::PixelFormat::CMYK,
+    };
+    let mut compressor = turbojpeg::Compressor::new().unwrap();
+    compressor.set_quality(95).unwrap();
+    compressor.set_subsamp(turbojpeg::Subsamp::None).unwrap();
+    let source = compressor.compress_to_vec(image).unwrap();
+    let out = decode(&run(&source, &options(), Some(ImageFormat::Png)).bytes);
+    assert_eq!((out.width(), out.height()), (32, 16));
+    assert_near(pixel(&out, 16, 8), [255, 0, 0], 30, "CMYK red");
+}
+
+/// AVIF can't be smaller than 16 px: like imgproxy, such results fall back to JPEG (or
+/// PNG with alpha).
+#[test]
+fn tiny_avif_falls_back() {
+    let source = jpeg(&card(40, 30), 90);
+    let out = run(
+        &source,
+        &resize_opts(ResizingType::Fit, 10, 10),
+        Some(ImageFormat::Avif),
+    );
+    assert_eq!(out.format, ImageFormat::Jpeg);
+    assert_eq!(decode(&out.bytes).width(), 10);
+}
+
+/// SVG, HEIC and JPEG XL sources are refused with 422 (see docs/engine.md).
+#[test]
+fn unsupported_formats_are_422() {
+    for source in [
+        &b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>"[..],
+        &b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"[..],
+        &b"\xFF\x0A\xFA\x7F"[..],
+    ] {
+        let err = run_with(source, &options(), None, &EngineConfig::default()).unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
+    }
+}

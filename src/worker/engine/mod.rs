@@ -129,5 +129,14 @@ pub struct Processed {
 /// # Errors
 /// See [`EngineError`]; [`EngineError::status`] maps each to the HTTP status.
 pub fn process(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineError> {
-    pipeline::run(job, config)
+    // Decoders are fed hostile input; a bug in one must cost one request, not the worker.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline::run(job, config)))
+        .unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(EngineError::Internal(reason))
+        })
 }
