@@ -113,6 +113,9 @@ fn pixel(image: &DynamicImage, x: u32, y: u32) -> [u8; 3] {
 
 // === geometry ===
 
+/// resizing type, width, height, enlarge, dpr → expected result size.
+type SizeCase = (ResizingType, u32, u32, bool, f64, (u32, u32));
+
 /// Result sizes for every resizing type × enlarge × dpr on an odd-sized source, checked
 /// against values worked out by hand from imgproxy's rules (not from our own function).
 #[test]
@@ -120,7 +123,7 @@ fn result_sizes_match_imgproxy_rules() {
     use ResizingType::*;
     let source = encode_with(&DynamicImage::ImageRgb8(card(101, 67)), Fmt::Png);
     #[rustfmt::skip]
-    let cases: &[(ResizingType, u32, u32, bool, f64, (u32, u32))] = &[
+    let cases: &[SizeCase] = &[
         // shrinking
         (Fit, 50, 50, false, 1.0, (50, 33)),
         (Fit, 50, 50, false, 2.0, (100, 66)),
@@ -688,5 +691,232 @@ fn icc_profiles_are_converted_to_srgb() {
                 &format!("{name} colour {i}"),
             );
         }
+    }
+}
+
+// === pixel operations in the pipeline ===
+
+fn gravity(
+    kind: imgproxy_cache::worker::options::GravityKind,
+) -> imgproxy_cache::worker::options::Gravity {
+    imgproxy_cache::worker::options::Gravity {
+        kind,
+        x: 0.0,
+        y: 0.0,
+    }
+}
+
+/// `crop` before resize picks the quadrant its gravity names.
+#[test]
+fn crop_gravity_picks_the_named_quadrant() {
+    use imgproxy_cache::worker::options::GravityKind::*;
+    let source = encode_with(&DynamicImage::ImageRgb8(card(100, 60)), Fmt::Png);
+    for (kind, colour) in [
+        (NorthWest, RED),
+        (NorthEast, GREEN),
+        (SouthWest, BLUE),
+        (SouthEast, YELLOW),
+    ] {
+        let mut po = options();
+        po.crop.width = 40.0;
+        po.crop.height = 20.0;
+        po.crop.gravity = Some(gravity(kind));
+        let out = decode(&run(&source, &po, None).bytes);
+        assert_eq!((out.width(), out.height()), (40, 20), "{kind:?}");
+        for (x, y) in [(0, 0), (39, 0), (0, 19), (39, 19)] {
+            assert_near(
+                pixel(&out, x, y),
+                colour,
+                0,
+                &format!("{kind:?} at {x},{y}"),
+            );
+        }
+    }
+}
+
+/// `fill` crops the overflow by the main gravity: `we` keeps the left half's colours.
+#[test]
+fn fill_crops_by_gravity() {
+    use imgproxy_cache::worker::options::GravityKind::*;
+    let source = encode_with(&DynamicImage::ImageRgb8(card(200, 100)), Fmt::Png);
+    let mut po = resize_opts(ResizingType::Fill, 50, 50);
+    po.gravity = gravity(West);
+    let out = decode(&run(&source, &po, None).bytes);
+    assert_eq!((out.width(), out.height()), (50, 50));
+    assert_near(pixel(&out, 5, 5), RED, 4, "west top");
+    assert_near(pixel(&out, 45, 45), BLUE, 4, "west bottom");
+    po.gravity = gravity(East);
+    let out = decode(&run(&source, &po, None).bytes);
+    assert_near(pixel(&out, 5, 5), GREEN, 4, "east top");
+}
+
+/// Smart crop finds the detailed region even when it is off-centre.
+#[test]
+fn smart_crop_finds_off_centre_detail() {
+    use imgproxy_cache::worker::options::GravityKind::*;
+    // Flat grey with a busy checkerboard patch at the right edge.
+    let img = RgbImage::from_fn(300, 100, |x, y| {
+        if x >= 220 && (x / 4 + y / 4) % 2 == 0 {
+            Rgb([250, 20, 20])
+        } else if x >= 220 {
+            Rgb([20, 20, 250])
+        } else {
+            Rgb([128, 128, 128])
+        }
+    });
+    let source = encode_with(&DynamicImage::ImageRgb8(img), Fmt::Png);
+    let mut po = resize_opts(ResizingType::Fill, 100, 100);
+    po.gravity = gravity(Smart);
+    let out = decode(&run(&source, &po, None).bytes).to_rgb8();
+    let grey = out.pixels().filter(|p| p.0 == [128, 128, 128]).count();
+    assert!(grey < 100 * 100 / 4, "smart crop kept {grey} flat pixels");
+}
+
+/// `extend` grows the canvas to the requested size; JPEG flattens it onto white, and
+/// `background` picks the colour.
+#[test]
+fn extend_and_background() {
+    let source = encode_with(&DynamicImage::ImageRgb8(card(50, 30)), Fmt::Png);
+    let mut po = resize_opts(ResizingType::Fit, 100, 100);
+    po.extend.enabled = true;
+    let out = decode(&run(&source, &po, Some(ImageFormat::Jpeg)).bytes);
+    assert_eq!((out.width(), out.height()), (100, 100));
+    assert_near(
+        pixel(&out, 50, 5),
+        [255, 255, 255],
+        3,
+        "extended area is white",
+    );
+    assert_near(pixel(&out, 30, 40), RED, 16, "image centred (JPEG)");
+    po.background = Some(imgproxy_cache::worker::options::Color { r: 0, g: 0, b: 255 });
+    let out = decode(&run(&source, &po, Some(ImageFormat::Png)).bytes);
+    assert!(!out.color().has_alpha());
+    assert_near(pixel(&out, 50, 5), [0, 0, 255], 0, "background colour");
+}
+
+/// Padding is added around the result (scaled by dpr), transparent in PNG.
+#[test]
+fn padding_adds_borders() {
+    let source = encode_with(&DynamicImage::ImageRgb8(card(40, 40)), Fmt::Png);
+    let mut po = options();
+    po.padding.top = 5;
+    po.padding.left = 10;
+    let out = decode(&run(&source, &po, None).bytes);
+    assert_eq!((out.width(), out.height()), (50, 45));
+    assert_eq!(out.to_rgba8().get_pixel(2, 2).0[3], 0);
+    assert_near(pixel(&out, 12, 7), RED, 0, "image offset by padding");
+}
+
+/// Trim removes a uniform border before resizing.
+#[test]
+fn trim_removes_borders() {
+    let img = RgbImage::from_fn(80, 60, |x, y| {
+        if (20..60).contains(&x) && (10..50).contains(&y) {
+            Rgb([200, 0, 0])
+        } else {
+            Rgb([255, 255, 255])
+        }
+    });
+    let source = encode_with(&DynamicImage::ImageRgb8(img), Fmt::Png);
+    let mut po = options();
+    po.trim.enabled = true;
+    let out = decode(&run(&source, &po, None).bytes);
+    assert_eq!((out.width(), out.height()), (40, 40));
+}
+
+/// The configured watermark is drawn where its gravity says, with the URL's opacity.
+#[test]
+fn watermark_is_drawn() {
+    use imgproxy_cache::worker::options::GravityKind::*;
+    let mark = encode_with(
+        &DynamicImage::ImageRgba8(RgbaImage::from_pixel(10, 10, Rgba([0, 0, 0, 255]))),
+        Fmt::Png,
+    );
+    let config = EngineConfig {
+        watermark: Some(std::sync::Arc::new(mark)),
+        ..EngineConfig::default()
+    };
+    let source = encode_with(
+        &DynamicImage::ImageRgb8(RgbImage::from_pixel(60, 40, Rgb([255, 255, 255]))),
+        Fmt::Png,
+    );
+    let mut po = options();
+    po.watermark.enabled = true;
+    po.watermark.position = gravity(SouthEast);
+    let out = decode(&run_with(&source, &po, None, &config).unwrap().bytes);
+    assert_near(pixel(&out, 55, 35), [0, 0, 0], 0, "mark in the corner");
+    assert_near(pixel(&out, 5, 5), [255, 255, 255], 0, "rest untouched");
+    po.watermark.opacity = 0.5;
+    let out = decode(&run_with(&source, &po, None, &config).unwrap().bytes);
+    assert_near(pixel(&out, 55, 35), [128, 128, 128], 2, "half opacity");
+}
+
+/// Effects run: blur softens a hard edge, pixelate makes blocks.
+#[test]
+fn blur_and_pixelate_change_pixels() {
+    let source = encode_with(&DynamicImage::ImageRgb8(card(40, 40)), Fmt::Png);
+    let mut po = options();
+    po.blur = 3.0;
+    let out = decode(&run(&source, &po, None).bytes);
+    let edge = pixel(&out, 19, 5);
+    assert!(edge != RED && edge != GREEN, "blurred edge {edge:?}");
+    let mut po = options();
+    po.pixelate = 8;
+    let img = RgbImage::from_fn(32, 32, |x, y| Rgb([(x * 8) as u8, (y * 8) as u8, 0]));
+    let source = encode_with(&DynamicImage::ImageRgb8(img), Fmt::Png);
+    let out = decode(&run(&source, &po, None).bytes);
+    assert_eq!(pixel(&out, 0, 0), pixel(&out, 7, 7));
+    assert_ne!(pixel(&out, 0, 0), pixel(&out, 8, 8));
+}
+
+/// CMYK JPEGs (Adobe, as Photoshop writes them) decode to the right colours through the
+/// fallback decoder.
+#[test]
+fn cmyk_jpeg_decodes() {
+    // Adobe CMYK is stored inverted: 255 = no ink. Full magenta + yellow = red.
+    let (w, h) = (32usize, 16usize);
+    let pixels: Vec<u8> = std::iter::repeat_n([255u8, 0, 0, 255], w * h)
+        .flatten()
+        .collect();
+    let image = turbojpeg::Image {
+        pixels: pixels.as_slice(),
+        width: w,
+        pitch: w * 4,
+        height: h,
+        format: turbojpeg::PixelFormat::CMYK,
+    };
+    let mut compressor = turbojpeg::Compressor::new().unwrap();
+    compressor.set_quality(95).unwrap();
+    compressor.set_subsamp(turbojpeg::Subsamp::None).unwrap();
+    let source = compressor.compress_to_vec(image).unwrap();
+    let out = decode(&run(&source, &options(), Some(ImageFormat::Png)).bytes);
+    assert_eq!((out.width(), out.height()), (32, 16));
+    assert_near(pixel(&out, 16, 8), [255, 0, 0], 30, "CMYK red");
+}
+
+/// AVIF can't be smaller than 16 px: like imgproxy, such results fall back to JPEG (or
+/// PNG with alpha).
+#[test]
+fn tiny_avif_falls_back() {
+    let source = jpeg(&card(40, 30), 90);
+    let out = run(
+        &source,
+        &resize_opts(ResizingType::Fit, 10, 10),
+        Some(ImageFormat::Avif),
+    );
+    assert_eq!(out.format, ImageFormat::Jpeg);
+    assert_eq!(decode(&out.bytes).width(), 10);
+}
+
+/// SVG, HEIC and JPEG XL sources are refused with 422 (see docs/engine.md).
+#[test]
+fn unsupported_formats_are_422() {
+    for source in [
+        &b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>"[..],
+        &b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"[..],
+        &b"\xFF\x0A\xFA\x7F"[..],
+    ] {
+        let err = run_with(source, &options(), None, &EngineConfig::default()).unwrap_err();
+        assert_eq!(err.status(), 422, "{err}");
     }
 }

@@ -882,3 +882,37 @@ fn worker_config_errors_name_the_variable() {
         "{stderr}"
     );
 }
+
+// ===== processing through the engine =====
+
+/// The result format follows the URL's extension, or `Accept` when auto WebP is on, and the
+/// headers follow the result, not the source.
+#[tokio::test]
+async fn result_format_drives_the_headers() {
+    let source = Source::start().await;
+    let worker = Worker::start(loopback_ok(&[])).await;
+    let (status, headers, body) = worker
+        .get_plain(
+            "rs:fit:1:1",
+            &format!("{}@webp", source.url("/img/puppy.png")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
+    assert_eq!(header(&headers, "content-type"), "image/webp");
+    assert_eq!(
+        header(&headers, "content-disposition"),
+        "inline; filename=\"puppy.webp\""
+    );
+    assert!(body.starts_with(b"RIFF"));
+    worker.shutdown().await;
+
+    let worker = Worker::start(loopback_ok(&[("IMGPROXY_AUTO_WEBP", "true")])).await;
+    let url = worker.url(&format!("/unsafe/plain/{}", source.url("/img/puppy.png")));
+    let response = request(Method::GET, &url, &[("accept", "image/webp,*/*")]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(response.headers(), "content-type"), "image/webp");
+    assert_eq!(header(response.headers(), "vary"), "Accept");
+    let response = request(Method::GET, &url, &[("accept", "image/png")]).await;
+    assert_eq!(header(response.headers(), "content-type"), "image/png");
+    worker.shutdown().await;
+}

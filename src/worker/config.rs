@@ -77,6 +77,8 @@ pub const FALLBACK_S3_REGION: &str = "us-west-1";
 /// `IMGPROXY_AUTO_WEBP` / `IMGPROXY_ENFORCE_WEBP` / `IMGPROXY_AUTO_AVIF` /
 /// `IMGPROXY_ENFORCE_AVIF`: negotiate the output format from `Accept`.
 pub const DEFAULT_FORMAT_NEGOTIATION: bool = false;
+/// `IMGPROXY_WATERMARK_OPACITY`: base opacity of the watermark image.
+pub const DEFAULT_WATERMARK_OPACITY: f64 = 1.0;
 /// `IMGPROXY_USER_AGENT`: sent to HTTP sources; `%current_version` is replaced.
 pub const DEFAULT_USER_AGENT: &str = "imgproxy-cache/%current_version";
 
@@ -404,6 +406,16 @@ pub const SETTINGS: &[Setting] = &[
         "(empty)",
         "Watermark image file (when WATERMARK_DATA is unset).",
     ),
+    yes(
+        "IMGPROXY_WATERMARK_OPACITY",
+        "1",
+        "Base watermark opacity (0 < x ≤ 1), multiplied with the URL's.",
+    ),
+    yes(
+        "IMGPROXY_PREFERRED_FORMATS",
+        "jpeg,png,gif",
+        "Output formats kept as-is; other sources become the first of these.",
+    ),
     partial(
         "IMGPROXY_LOG_FORMAT",
         "pretty",
@@ -474,6 +486,8 @@ struct Env {
     imgproxy_enforce_avif: Option<String>,
     imgproxy_watermark_data: Option<String>,
     imgproxy_watermark_path: Option<String>,
+    imgproxy_watermark_opacity: Option<String>,
+    imgproxy_preferred_formats: Option<String>,
     imgproxy_log_format: Option<String>,
 }
 
@@ -588,6 +602,10 @@ pub struct ProcessingConfig {
     pub enforce_avif: bool,
     /// The decoded watermark image, shared by every request.
     pub watermark: Option<Arc<Vec<u8>>>,
+    /// Multiplied with the URL's watermark opacity; within (0, 1].
+    pub watermark_opacity: f64,
+    /// `None`: the engine's default (`jpeg,png,gif`).
+    pub preferred_formats: Option<Vec<ImageFormat>>,
 }
 
 impl ProcessingConfig {
@@ -1071,7 +1089,33 @@ impl Env {
                 DEFAULT_FORMAT_NEGOTIATION,
             )?,
             watermark: watermark.map(Arc::new),
+            watermark_opacity: self.watermark_opacity()?,
+            preferred_formats: match &self.imgproxy_preferred_formats {
+                None => None,
+                Some(raw) => {
+                    let formats = formats("IMGPROXY_PREFERRED_FORMATS", &Some(raw.clone()))?;
+                    if formats.is_empty() {
+                        return Err(invalid(
+                            "IMGPROXY_PREFERRED_FORMATS",
+                            raw,
+                            "at least one format is needed",
+                        ));
+                    }
+                    Some(formats)
+                }
+            },
         })
+    }
+
+    fn watermark_opacity(&self) -> Result<f64, WorkerConfigError> {
+        let Some(raw) = &self.imgproxy_watermark_opacity else {
+            return Ok(DEFAULT_WATERMARK_OPACITY);
+        };
+        raw.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|o| *o > 0.0 && *o <= 1.0)
+            .ok_or_else(|| invalid("IMGPROXY_WATERMARK_OPACITY", raw, "must be > 0 and ≤ 1"))
     }
 }
 
@@ -1145,8 +1189,9 @@ fn formats(var: &'static str, raw: &Option<String>) -> Result<Vec<ImageFormat>, 
     list(raw)
         .iter()
         .map(|f| {
-            f.parse()
-                .map_err(|e: super::options::FormatError| invalid(var, f, e.to_string()))
+            f.parse().map_err(|e: super::options::FormatError| {
+                invalid(var, raw.as_deref().unwrap_or(""), e.to_string())
+            })
         })
         .collect()
 }
@@ -1295,6 +1340,8 @@ mod tests {
             ("IMGPROXY_WATERMARK_PATH", "/definitely/not/here.png"),
             ("IMGPROXY_LOG_FORMAT", "gcp"),
             ("IMGPROXY_USER_AGENT", "bad\nagent"),
+            ("IMGPROXY_WATERMARK_OPACITY", "1.5"),
+            ("IMGPROXY_PREFERRED_FORMATS", "png,bogus"),
         ];
         for (var, value) in cases {
             let msg = config(&[(var, value)]).unwrap_err().to_string();

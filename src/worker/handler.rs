@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::capacity::{Capacity, Full};
 use super::config::WorkerConfig;
+use super::engine::EngineConfig;
 use super::error::ParseError;
 use super::fetch::{FetchError, Fetcher};
 use super::process::{self, ProcessError};
@@ -29,15 +30,22 @@ pub struct State {
     pub config: WorkerConfig,
     pub fetcher: Fetcher,
     pub capacity: Capacity,
+    /// Shared with the blocking tasks.
+    pub engine: Arc<EngineConfig>,
 }
 
 impl State {
     pub fn new(config: WorkerConfig, fetcher: Fetcher) -> State {
         let capacity = Capacity::new(config.server.max_in_flight, config.server.concurrency);
+        let engine = Arc::new(process::engine_config(
+            &config.processing,
+            &config.parser.defaults,
+        ));
         State {
             config,
             fetcher,
             capacity,
+            engine,
         }
     }
 }
@@ -211,6 +219,7 @@ async fn process_request(
     let work = async {
         let source = state.fetcher.fetch(&parsed.source).await?;
         let slot = admitted.cpu_slot().await;
+        let engine = state.engine.clone();
         let input = process::Input {
             source,
             options: parsed.options.clone(),
@@ -221,7 +230,7 @@ async fn process_request(
         // not when this request stops waiting for it.
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            process::run(input)
+            process::run(input, &engine)
         })
         .await
         .map_err(|e| Failure::Crashed(e.to_string()))?

@@ -25,7 +25,8 @@
 //! - [`handler`]: routing, the stages of a processing request, and error → status mapping.
 //! - [`capacity`]: requests in flight (429 past the limit) and CPU slots.
 //! - [`fetch`]: http(s), `s3://` and `local://` sources with SSRF, size and time limits.
-//! - [`process`]: the CPU step: raw/skip pass-through or the engine.
+//! - [`process`]: the CPU step: the engine's header probe, then raw/skip pass-through or the
+//!   engine.
 //! - [`respond`]: response headers (`Content-Disposition`, `Cache-Control`, request ids).
 
 pub mod capacity;

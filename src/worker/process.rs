@@ -1,16 +1,21 @@
-//! The CPU step of a request, run on a blocking thread: pass-through for `raw` (and, until the
-//! engine lands, for everything).
+//! The CPU step of a request, run on a blocking thread: the engine's header probe (format,
+//! size — the decompression-bomb check), then `raw` and skip-processing pass-through, or the
+//! engine itself.
 
 use bytes::Bytes;
 
+use super::config::ProcessingConfig;
+use super::engine::{self, EngineConfig, EngineError, Job};
 use super::fetch::Fetched;
-use super::options::{ImageFormat, ProcessingOptions};
+use super::options::{Defaults, ImageFormat, ProcessingOptions};
 
 /// What the processing step gets.
 pub struct Input {
     pub source: Fetched,
     pub options: ProcessingOptions,
+    /// The URL's extension or `format` option; `None` lets the engine choose.
     pub format: Option<ImageFormat>,
+    /// The request's `Accept`, for auto/enforce WebP/AVIF.
     pub accept: Option<String>,
 }
 
@@ -30,17 +35,171 @@ pub struct ProcessError {
     pub message: String,
 }
 
+impl From<EngineError> for ProcessError {
+    fn from(e: EngineError) -> Self {
+        ProcessError {
+            status: e.status(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The engine's settings from the worker's.
+pub fn engine_config(processing: &ProcessingConfig, defaults: &Defaults) -> EngineConfig {
+    EngineConfig {
+        defaults: defaults.clone(),
+        max_src_resolution: processing.max_src_resolution_mp,
+        max_animation_frames: processing.max_animation_frames,
+        max_animation_frame_resolution: processing.max_animation_frame_resolution_mp,
+        auto_webp: processing.auto_webp,
+        enforce_webp: processing.enforce_webp,
+        auto_avif: processing.auto_avif,
+        enforce_avif: processing.enforce_avif,
+        watermark: processing.watermark.clone(),
+        watermark_opacity: processing.watermark_opacity,
+        preferred_formats: processing
+            .preferred_formats
+            .clone()
+            .unwrap_or_else(|| EngineConfig::default().preferred_formats),
+    }
+}
+
 /// Runs the step.
 ///
 /// # Errors
-/// See [`ProcessError`].
-pub fn run(input: Input) -> Result<Output, ProcessError> {
+/// See [`ProcessError`]: the engine's errors with their statuses.
+pub fn run(input: Input, config: &EngineConfig) -> Result<Output, ProcessError> {
+    let Input {
+        source,
+        options,
+        format,
+        accept,
+    } = input;
+    if options.raw {
+        // As imgproxy: the source as-is, no checks; labelled by its real format if we know it.
+        let format = engine::probe(&source.bytes).ok().map(|info| info.format);
+        return Ok(pass_through(source, format));
+    }
+    let info = engine::probe(&source.bytes)?;
+    // imgproxy checks one frame's size at download time, whatever happens next; the engine
+    // checks again with the frames it will load.
+    let megapixels = f64::from(info.width) * f64::from(info.height) / 1_000_000.0;
+    if megapixels > config.max_src_resolution {
+        return Err(EngineError::SourceTooBig {
+            megapixels,
+            limit: config.max_src_resolution,
+        }
+        .into());
+    }
+    let skip = (format.is_none() || format == Some(info.format))
+        && options.skip_processing.contains(&info.format);
+    if skip {
+        return Ok(pass_through(source, Some(info.format)));
+    }
+    let job = Job {
+        source: &source.bytes,
+        options: &options,
+        format,
+        accept: accept.as_deref(),
+    };
+    let processed = engine::process(&job, config)?;
     Ok(Output {
-        content_type: input
-            .source
-            .content_type
-            .unwrap_or_else(|| "application/octet-stream".to_owned()),
-        bytes: input.source.bytes,
-        extension: "",
+        bytes: Bytes::from(processed.bytes),
+        content_type: processed.format.mime_type().to_owned(),
+        extension: processed.format.extension(),
     })
+}
+
+fn pass_through(source: Fetched, format: Option<ImageFormat>) -> Output {
+    let content_type = match format {
+        Some(f) => f.mime_type().to_owned(),
+        None => source
+            .content_type
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "application/octet-stream".to_owned()),
+    };
+    Output {
+        bytes: source.bytes,
+        content_type,
+        extension: format.map_or("", ImageFormat::extension),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::config::WorkerConfig;
+
+    /// A 68-byte PNG whose header claims 100000 × 100000 pixels.
+    const BOMB_PNG_HEX: &str = "89504e470d0a1a0a0000000d49484452000186a0000186a0080200000027309c9f0000000b49444154789c6360800100000a00017f80745e0000000049454e44ae426082";
+
+    fn bomb() -> Vec<u8> {
+        (0..BOMB_PNG_HEX.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&BOMB_PNG_HEX[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn input(bytes: Vec<u8>, options: ProcessingOptions) -> Input {
+        Input {
+            source: Fetched {
+                bytes: Bytes::from(bytes),
+                content_type: Some("text/plain".into()),
+            },
+            options,
+            format: None,
+            accept: None,
+        }
+    }
+
+    #[test]
+    fn bombs_are_refused_before_decoding_even_when_skipped() {
+        let config = WorkerConfig::from_iter(Vec::new()).unwrap();
+        let engine = engine_config(&config.processing, &config.parser.defaults);
+        let mut options = ProcessingOptions::new(&config.parser.defaults);
+        let err = run(input(bomb(), options.clone()), &engine).err().unwrap();
+        assert_eq!(err.status, 422);
+        options.skip_processing = vec![ImageFormat::Png];
+        let err = run(input(bomb(), options.clone()), &engine).err().unwrap();
+        assert_eq!(err.status, 422);
+        // `raw` streams the source untouched, as imgproxy does, labelled by its real format.
+        options.raw = true;
+        let out = run(input(bomb(), options), &engine).ok().unwrap();
+        assert_eq!(out.content_type, "image/png");
+        assert_eq!(out.bytes, bomb());
+    }
+
+    #[test]
+    fn engine_config_carries_the_worker_settings() {
+        let config = WorkerConfig::from_iter(
+            [
+                ("IMGPROXY_MAX_SRC_RESOLUTION", "2.5"),
+                ("IMGPROXY_AUTO_AVIF", "true"),
+                ("IMGPROXY_WATERMARK_DATA", "aGk="),
+                ("IMGPROXY_WATERMARK_OPACITY", "0.5"),
+                ("IMGPROXY_PREFERRED_FORMATS", "webp,png"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .unwrap();
+        let engine = engine_config(&config.processing, &config.parser.defaults);
+        assert_eq!(engine.max_src_resolution, 2.5);
+        assert!(engine.auto_avif && !engine.auto_webp);
+        assert_eq!(
+            engine.watermark.as_deref().map(Vec::as_slice),
+            Some(&b"hi"[..])
+        );
+        assert_eq!(engine.watermark_opacity, 0.5);
+        assert_eq!(
+            engine.preferred_formats,
+            vec![ImageFormat::Webp, ImageFormat::Png]
+        );
+        let defaults = WorkerConfig::from_iter(Vec::new()).unwrap();
+        let engine = engine_config(&defaults.processing, &defaults.parser.defaults);
+        assert_eq!(
+            engine.preferred_formats,
+            EngineConfig::default().preferred_formats
+        );
+        assert_eq!(engine.watermark_opacity, 1.0);
+    }
 }

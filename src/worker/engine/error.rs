@@ -31,6 +31,9 @@ pub enum EngineError {
     /// Our encoder failed on pixels we produced: our bug, not the source's.
     #[error("can't encode {format}: {reason}")]
     Encode { format: ImageFormat, reason: String },
+    /// A bug of ours surfaced as a panic inside the pipeline (caught, never propagated).
+    #[error("internal processing error: {0}")]
+    Internal(String),
     /// The geometry asked for an image with no pixels or an absurd size.
     #[error("invalid result size {width}x{height}")]
     InvalidSize { width: u64, height: u64 },
@@ -41,7 +44,7 @@ impl EngineError {
     /// request's image, 500 for our own encoder failures.
     pub fn status(&self) -> u16 {
         match self {
-            Self::Encode { .. } => 500,
+            Self::Encode { .. } | Self::Internal(_) => 500,
             Self::SourceTooBig { .. }
             | Self::FrameTooBig { .. }
             | Self::TooManyFrames { .. }

@@ -357,10 +357,19 @@ mod tests {
     }
 
     #[test]
-    fn min_width_overrides_fit() {
+    fn min_width_enlarges_then_crops_to_the_set_size() {
+        // imgproxy: "when both width and min-width are set, the final image is cropped
+        // according to width".
         let mut o = po(ResizingType::Fit, 100, 100);
         o.min_width = 200;
-        assert_eq!(out(&plan(1000, 500, &o, false)), (200, 100));
+        let p = plan(1000, 500, &o, false);
+        assert_eq!((p.scaled_width, p.scaled_height), (200, 100));
+        assert_eq!(out(&p), (100, 100));
+        let mut o = po(ResizingType::Fit, 0, 100);
+        o.min_width = 300;
+        let p = plan(1000, 500, &o, false);
+        assert_eq!((p.scaled_width, p.scaled_height), (300, 150));
+        assert_eq!(out(&p), (300, 100));
     }
 
     #[test]

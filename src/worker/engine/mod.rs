@@ -45,6 +45,9 @@ pub const DEFAULT_MAX_ANIMATION_FRAMES: u32 = 1;
 /// (then the whole animation counts against `IMGPROXY_MAX_SRC_RESOLUTION`).
 pub const DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION: f64 = 0.0;
 
+/// `IMGPROXY_WATERMARK_OPACITY`: opacity of the configured watermark, 0..=1.
+pub const DEFAULT_WATERMARK_OPACITY: f64 = 1.0;
+
 /// How the engine behaves: the `IMGPROXY_*` settings that concern pixels.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -68,6 +71,8 @@ pub struct EngineConfig {
     pub watermark: Option<Arc<Vec<u8>>>,
     /// `IMGPROXY_PREFERRED_FORMATS` (default `jpeg,png,gif`): see [`format::choose`].
     pub preferred_formats: Vec<ImageFormat>,
+    /// `IMGPROXY_WATERMARK_OPACITY` (default 1): multiplied with the URL's opacity.
+    pub watermark_opacity: f64,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +88,7 @@ impl Default for EngineConfig {
             enforce_avif: false,
             watermark: None,
             preferred_formats: format::DEFAULT_PREFERRED_FORMATS.to_vec(),
+            watermark_opacity: DEFAULT_WATERMARK_OPACITY,
         }
     }
 }
@@ -123,5 +129,14 @@ pub struct Processed {
 /// # Errors
 /// See [`EngineError`]; [`EngineError::status`] maps each to the HTTP status.
 pub fn process(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineError> {
-    pipeline::run(job, config)
+    // Decoders are fed hostile input; a bug in one must cost one request, not the worker.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline::run(job, config)))
+        .unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(EngineError::Internal(reason))
+        })
 }

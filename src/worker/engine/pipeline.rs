@@ -1,14 +1,16 @@
 //! The order of operations for one job, following imgproxy's pipeline: limits → decode
 //! (shrink-on-load) → ICC to sRGB → orient → crop → scale → result crop → flatten → encode.
 
-use image::DynamicImage;
+use image::{DynamicImage, Rgba, RgbaImage};
 
 use super::decode::{self, Decoded};
 use super::encode::{self, EncodeParams};
 use super::format::{self, FormatInputs};
 use super::geometry::{self, Plan};
-use super::{EngineConfig, EngineError, Job, Processed, SourceInfo, probe};
-use crate::worker::options::{Flip, ImageFormat, ProcessingOptions, Rotate};
+use super::{EngineConfig, EngineError, Job, Processed, SourceInfo, ops, probe};
+use crate::worker::options::{
+    Color, Flip, ImageFormat, Padding, ProcessingOptions, Rotate, Watermark,
+};
 
 /// AVIF can't encode images smaller than this on either side; imgproxy falls back to PNG or
 /// JPEG below it.
@@ -77,6 +79,10 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
         images.truncate(1);
     }
 
+    let watermark = match (&config.watermark, po.watermark.enabled) {
+        (Some(data), true) => Some(decode_watermark(data)?),
+        _ => None,
+    };
     let ctx = FrameContext {
         po,
         plan: &plan,
@@ -85,6 +91,10 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
         src_height: src_h,
         out_format,
         icc: icc.as_deref(),
+        trim: po.trim.enabled && !animated,
+        watermark: watermark
+            .as_ref()
+            .map(|mark| (mark, effective_watermark(po, config))),
     };
     let images = images
         .into_iter()
@@ -113,6 +123,31 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
         bytes,
         format: out_format,
     })
+}
+
+/// The watermark image as RGBA. A broken configured watermark is our problem, not the
+/// source's: 500.
+fn decode_watermark(data: &[u8]) -> Result<RgbaImage, EngineError> {
+    let broken = |e: EngineError| EngineError::Encode {
+        format: ImageFormat::Png,
+        reason: format!("watermark image: {e}"),
+    };
+    let info = probe(data).map_err(broken)?;
+    let decoded = decode::decode(data, &info, 1, 1).map_err(broken)?;
+    let first = decoded
+        .frames
+        .into_iter()
+        .next()
+        .expect("decode returns at least one frame");
+    Ok(into_rgba(first))
+}
+
+/// `IMGPROXY_WATERMARK_OPACITY` multiplies the URL's opacity.
+fn effective_watermark(po: &ProcessingOptions, config: &EngineConfig) -> Watermark {
+    Watermark {
+        opacity: po.watermark.opacity * config.watermark_opacity,
+        ..po.watermark
+    }
 }
 
 /// imgproxy's `CheckDimensions`: the loaded frames together must stay under
@@ -166,53 +201,165 @@ struct FrameContext<'a> {
     out_format: ImageFormat,
     /// The source's ICC profile, converted from before anything else touches the pixels.
     icc: Option<&'a [u8]>,
+    /// Trim borders first (never for animations, as in imgproxy).
+    trim: bool,
+    /// The decoded watermark and its effective opacity, when one is asked for.
+    watermark: Option<(&'a RgbaImage, Watermark)>,
 }
+
+/// imgproxy's transparent canvas for extend and padding; flattened later if the result
+/// format has no alpha or a background is set.
+const TRANSPARENT: Rgba<u8> = Rgba([0, 0, 0, 0]);
 
 fn transform(mut image: DynamicImage, ctx: &FrameContext<'_>) -> Result<DynamicImage, EngineError> {
     let po = ctx.po;
-    let plan = ctx.plan;
     if let Some(icc) = ctx.icc {
         super::color::to_srgb(&mut image, icc);
     }
     let mut image = orient(image, ctx.orientation, po.rotate, po.flip);
 
-    // The image may be smaller than the plan's source (shrink-on-load): crop sizes scale.
+    // Trimming changes the source size, so the plan is redone on the trimmed image
+    // (trim also turned shrink-on-load off, so the image is at full size).
+    let trimmed_plan;
+    let (plan, src_width, src_height) = if ctx.trim {
+        image = rgba_op(image, |rgba| ops::trim(&rgba, &po.trim));
+        trimmed_plan = geometry::plan(image.width(), image.height(), po, false);
+        (&trimmed_plan, image.width(), image.height())
+    } else {
+        (ctx.plan, ctx.src_width, ctx.src_height)
+    };
+
+    // The image may be smaller than the plan's source (shrink-on-load): the crop and its
+    // pixel offsets scale with it.
     if plan.crop_width > 0 || plan.crop_height > 0 {
-        let sx = f64::from(image.width()) / f64::from(ctx.src_width);
-        let sy = f64::from(image.height()) / f64::from(ctx.src_height);
-        let w = if plan.crop_width > 0 {
-            geometry::scale(plan.crop_width, sx).max(1)
-        } else {
-            image.width()
-        };
-        let h = if plan.crop_height > 0 {
-            geometry::scale(plan.crop_height, sy).max(1)
-        } else {
-            image.height()
-        };
-        image = centre_crop(image, w, h);
+        let sx = f64::from(image.width()) / f64::from(src_width);
+        let sy = f64::from(image.height()) / f64::from(src_height);
+        let w = geometry::scale(plan.crop_width, sx);
+        let h = geometry::scale(plan.crop_height, sy);
+        let w = if plan.crop_width > 0 { w.max(1) } else { 0 };
+        let h = if plan.crop_height > 0 { h.max(1) } else { 0 };
+        let gravity = po.crop.gravity.unwrap_or(po.gravity);
+        image = rgba_op(image, |rgba| {
+            ops::crop_scaled(&rgba, w, h, &gravity, sx.min(sy))
+        });
     }
 
     image = super::resize::resize(image, plan.scaled_width, plan.scaled_height)?;
 
     if plan.result_crop_width > 0 || plan.result_crop_height > 0 {
-        let w = if plan.result_crop_width > 0 {
-            plan.result_crop_width
-        } else {
-            image.width()
-        };
-        let h = if plan.result_crop_height > 0 {
-            plan.result_crop_height
-        } else {
-            image.height()
-        };
-        image = centre_crop(image, w, h);
+        let (w, h) = (plan.result_crop_width, plan.result_crop_height);
+        if w.min(image.width()) < image.width() || h.min(image.height()) < image.height() {
+            image = rgba_op(image, |rgba| {
+                ops::crop_scaled(&rgba, w, h, &po.gravity, plan.dpr_scale)
+            });
+        }
     }
 
-    if !format::supports_alpha(ctx.out_format) && image.color().has_alpha() {
-        image = DynamicImage::ImageRgb8(image.to_rgb8());
+    if po.blur > 0.0 {
+        image = rgba_op(image, |rgba| ops::blur(&rgba, po.blur));
+    }
+    if po.sharpen > 0.0 {
+        image = rgba_op(image, |rgba| ops::sharpen(&rgba, po.sharpen));
+    }
+    if po.pixelate > 1 {
+        image = rgba_op(image, |rgba| ops::pixelate(&rgba, po.pixelate));
+    }
+
+    if po.extend.enabled
+        && (plan.target_width > image.width() || plan.target_height > image.height())
+    {
+        let (w, h) = (plan.target_width, plan.target_height);
+        image = rgba_op(image, |rgba| {
+            ops::extend_scaled(&rgba, w, h, &po.extend.gravity, TRANSPARENT, plan.dpr_scale)
+        });
+    }
+    if po.extend_aspect_ratio.enabled && plan.extend_ar_width > 0 && plan.extend_ar_height > 0 {
+        let (w, h) = (plan.extend_ar_width, plan.extend_ar_height);
+        image = rgba_op(image, |rgba| {
+            ops::extend_scaled(
+                &rgba,
+                w,
+                h,
+                &po.extend_aspect_ratio.gravity,
+                TRANSPARENT,
+                plan.dpr_scale,
+            )
+        });
+    }
+    if po.padding.is_enabled() {
+        let [top, right, bottom, left] = plan.padding;
+        let padding = Padding {
+            top,
+            right,
+            bottom,
+            left,
+        };
+        image = rgba_op(image, |rgba| ops::pad(&rgba, &padding, TRANSPARENT));
+    }
+
+    image = fit_format_limits(image, ctx.out_format)?;
+
+    let flatten = po.background.is_some() || !format::supports_alpha(ctx.out_format);
+    if flatten && image.color().has_alpha() {
+        let bg = po.background.unwrap_or(Color::WHITE);
+        let mut rgba = into_rgba(image);
+        ops::flatten(&mut rgba, Rgba([bg.r, bg.g, bg.b, 255]));
+        image = DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(rgba).to_rgb8());
+    }
+
+    if let Some((mark, wm)) = &ctx.watermark {
+        let mut rgba = into_rgba(image);
+        ops::watermark_scaled(&mut rgba, mark, wm, plan.dpr_scale);
+        image = DynamicImage::ImageRgba8(rgba);
+        if !format::supports_alpha(ctx.out_format) || po.background.is_some() {
+            image = DynamicImage::ImageRgb8(image.to_rgb8());
+        }
     }
     Ok(image)
+}
+
+/// Runs an `RgbaImage` operation and keeps the image RGB when it was RGB and stayed opaque
+/// (resizing and encoding three channels is a quarter cheaper than four).
+fn rgba_op(image: DynamicImage, op: impl FnOnce(RgbaImage) -> RgbaImage) -> DynamicImage {
+    let was_opaque = !image.color().has_alpha();
+    let out = op(into_rgba(image));
+    if was_opaque && out.pixels().all(|p| p.0[3] == 255) {
+        DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(out).to_rgb8())
+    } else {
+        DynamicImage::ImageRgba8(out)
+    }
+}
+
+fn into_rgba(image: DynamicImage) -> RgbaImage {
+    match image {
+        DynamicImage::ImageRgba8(rgba) => rgba,
+        other => other.to_rgba8(),
+    }
+}
+
+/// Largest side some formats can hold (libwebp 16383, AVIF/HEIF 16384, GIF 65535, ICO 256):
+/// bigger results are scaled down to fit, as imgproxy does.
+fn fit_format_limits(
+    image: DynamicImage,
+    format: ImageFormat,
+) -> Result<DynamicImage, EngineError> {
+    let max_side = match format {
+        ImageFormat::Webp => 16383,
+        ImageFormat::Avif => 16384,
+        ImageFormat::Gif => 65535,
+        ImageFormat::Ico => 256,
+        _ => return Ok(image),
+    };
+    let longest = image.width().max(image.height());
+    if longest <= max_side {
+        return Ok(image);
+    }
+    let scale = f64::from(max_side) / f64::from(longest);
+    let (w, h) = (
+        geometry::scale(image.width(), scale).max(1),
+        geometry::scale(image.height(), scale).max(1),
+    );
+    super::resize::resize(image, w, h)
 }
 
 /// Applies the EXIF orientation, then the `rotate` option, then `flip`.
@@ -233,19 +380,4 @@ fn orient(mut image: DynamicImage, orientation: u8, rotate: Rotate, flip: Flip) 
         image = image.flipv();
     }
     image
-}
-
-/// Crops `width` × `height` (clamped to the image) around the centre, imgproxy's default
-/// gravity: `(outer - inner + 1) / 2` rounded half to even.
-fn centre_crop(image: DynamicImage, width: u32, height: u32) -> DynamicImage {
-    let width = width.min(image.width());
-    let height = height.min(image.height());
-    if (width, height) == (image.width(), image.height()) {
-        return image;
-    }
-    let left = (f64::from(image.width() - width + 1) / 2.0).round_ties_even() as u32;
-    let top = (f64::from(image.height() - height + 1) / 2.0).round_ties_even() as u32;
-    let left = left.min(image.width() - width);
-    let top = top.min(image.height() - height);
-    image.crop_imm(left, top, width, height)
 }

@@ -184,4 +184,23 @@ mod tests {
             Err(FetchError::TooBig(3))
         ));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        // Attacker-controlled URLs never panic and never yield a path that restarts at `/`
+        // (which `join` would take as a new root).
+        #[test]
+        fn relative_paths_never_start_at_the_root(
+            tail in "[a-z./%?\\x00-\\x7f]{0,40}",
+            separator in "[?#]{0,1}",
+        ) {
+            let url = format!("local://{tail}");
+            if let Some(path) = relative_path(&url, &separator) {
+                proptest::prop_assert!(path.is_relative(), "{url:?} -> {path:?}");
+                proptest::prop_assert!(!path.as_os_str().is_empty());
+            }
+            let _ = crate::worker::fetch::s3::split_url(&format!("s3://{tail}"), &separator);
+        }
+    }
 }
