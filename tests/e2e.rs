@@ -19,7 +19,11 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The container's process tree, started as the Dockerfile starts it.
@@ -33,16 +37,26 @@ impl Stack {
     async fn start(s3_endpoint: &str, images: &Path) -> Stack {
         let run_dir = tempfile::tempdir().unwrap();
         let bind = format!("127.0.0.1:{}", free_port());
-        let path = format!("{}:{}", repo(".venv/bin").display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            repo(".venv/bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let child = Command::new(repo("docker/entrypoint"))
             .env_clear()
             .env("PATH", path)
             .env("HOME", run_dir.path())
             .env("IMGPROXY_CACHE_BIN", env!("CARGO_BIN_EXE_imgproxy-cache"))
             .env("IMGPROXY_CACHE_SUPERVISOR_CONF", repo("supervisord.conf"))
-            .env("IMGPROXY_CACHE_EXIT_LISTENER", repo("docker/exit-listener.py"))
+            .env(
+                "IMGPROXY_CACHE_EXIT_LISTENER",
+                repo("docker/exit-listener.py"),
+            )
             .env("IMGPROXY_CACHE_RUN_DIR", run_dir.path())
-            .env("IMGPROXY_CACHE_WORKER_BIND", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "IMGPROXY_CACHE_WORKER_BIND",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env("IMGPROXY_BIND", &bind)
             .env("IMGPROXY_LOCAL_FILESYSTEM_ROOT", images)
             .env("S3_BUCKET", seaweed::BUCKET)
@@ -54,13 +68,20 @@ impl Stack {
             .env("SHUTDOWN_TIMEOUT_SECS", "20")
             .spawn()
             .expect("run docker/entrypoint");
-        let stack = Stack { child, bind, run_dir };
+        let stack = Stack {
+            child,
+            bind,
+            run_dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok((StatusCode::OK, _)) = try_get(&stack.url("/_imgproxy-cache/health")).await {
                 break;
             }
-            assert!(Instant::now() < deadline, "the stack did not become healthy");
+            assert!(
+                Instant::now() < deadline,
+                "the stack did not become healthy"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         stack
@@ -71,7 +92,10 @@ impl Stack {
     }
 
     fn signal(&self, signal: &str) {
-        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
         assert!(ok.is_ok_and(|s| s.success()));
     }
 
@@ -79,7 +103,10 @@ impl Stack {
     fn worker_pid(&self) -> String {
         let out = Command::new(repo(".venv/bin/supervisorctl"))
             .arg("-s")
-            .arg(format!("unix://{}/supervisor.sock", self.run_dir.path().display()))
+            .arg(format!(
+                "unix://{}/supervisor.sock",
+                self.run_dir.path().display()
+            ))
             .args(["pid", "worker"])
             .output()
             .unwrap();
@@ -105,7 +132,9 @@ async fn slow_front(target: String, delay: Duration) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut inbound, _)) = listener.accept().await else { return };
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
             let target = target.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
@@ -123,11 +152,21 @@ async fn supervised_proxy_and_worker_store_results_and_stop_together() {
     let weed = Seaweed::start().await;
     let images = tempfile::tempdir().unwrap();
     for name in ["a.png", "b.png", "c.png"] {
-        std::fs::write(images.path().join(name), include_bytes!("fixtures/gradient.png")).unwrap();
+        std::fs::write(
+            images.path().join(name),
+            include_bytes!("fixtures/gradient.png"),
+        )
+        .unwrap();
     }
     let paths = [
-        ("/insecure/rs:fit:24:24/plain/local:///a.png@png", "image/png"),
-        ("/insecure/rs:fill:16:16/plain/local:///b.png@jpg", "image/jpeg"),
+        (
+            "/insecure/rs:fit:24:24/plain/local:///a.png@png",
+            "image/png",
+        ),
+        (
+            "/insecure/rs:fill:16:16/plain/local:///b.png@jpg",
+            "image/jpeg",
+        ),
         ("/insecure/w:20/plain/local:///c.png@webp", "image/webp"),
     ];
 
@@ -139,17 +178,28 @@ async fn supervised_proxy_and_worker_store_results_and_stop_together() {
     let mut served = Vec::new();
     for (path, content_type) in paths {
         let (status, headers, body) = get(&stack.url(path)).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{path}: {}",
+            String::from_utf8_lossy(&body)
+        );
         assert_eq!(headers["content-type"], content_type, "{path}");
         served.push((path, content_type, body));
     }
     stack.signal("TERM");
-    assert!(stack.wait().await.success(), "a SIGTERM stop is a clean stop");
+    assert!(
+        stack.wait().await.success(),
+        "a SIGTERM stop is a clean stop"
+    );
     for (path, content_type, body) in &served {
         // Anonymous, plain HTTP: what a browser does with the cached URL.
         let (status, headers, stored) = get(&weed.public_url(&key(path))).await;
         assert_eq!(status, StatusCode::OK, "{path} was not stored");
-        assert_eq!(&stored, body, "{path}: stored bytes differ from the response");
+        assert_eq!(
+            &stored, body,
+            "{path}: stored bytes differ from the response"
+        );
         assert_eq!(headers["content-type"], *content_type);
     }
 
@@ -157,7 +207,13 @@ async fn supervised_proxy_and_worker_store_results_and_stop_together() {
     let stack = Stack::start(&weed.endpoint, images.path()).await;
     let pid = stack.worker_pid();
     assert!(pid.parse::<u32>().is_ok(), "worker pid: {pid:?}");
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = stack.wait().await;
     assert_eq!(status.code(), Some(1), "{status:?}");
 }

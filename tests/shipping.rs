@@ -14,15 +14,23 @@ fn dockerfile_copies_what_exists_and_runs_the_tested_entrypoint() {
     let dockerfile = repo_file("Dockerfile");
     let mut copies = 0;
     for line in dockerfile.lines().map(str::trim) {
-        let Some(args) = line.strip_prefix("COPY ") else { continue };
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
         if args.contains("--from=") {
             continue;
         }
-        let parts: Vec<&str> = args.split_whitespace().filter(|a| !a.starts_with("--")).collect();
+        let parts: Vec<&str> = args
+            .split_whitespace()
+            .filter(|a| !a.starts_with("--"))
+            .collect();
         for source in &parts[..parts.len() - 1] {
             copies += 1;
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
-            assert!(path.exists(), "Dockerfile copies {source}, which does not exist");
+            assert!(
+                path.exists(),
+                "Dockerfile copies {source}, which does not exist"
+            );
         }
     }
     assert!(copies >= 4, "found only {copies} COPY sources");
@@ -41,6 +49,9 @@ fn dockerfile_copies_what_exists_and_runs_the_tested_entrypoint() {
         "/etc/imgproxy-cache/supervisord.conf",
         "/usr/local/lib/imgproxy-cache/exit-listener.py",
     ] {
-        assert!(entrypoint.contains(default), "docker/entrypoint lacks the default {default}");
+        assert!(
+            entrypoint.contains(default),
+            "docker/entrypoint lacks the default {default}"
+        );
     }
 }
