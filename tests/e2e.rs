@@ -100,17 +100,17 @@ impl Stack {
     }
 
     /// The worker's pid, as supervisord knows it.
-    fn worker_pid(&self) -> String {
+    fn worker_pid(&self) -> u32 {
         let out = Command::new(repo(".venv/bin/supervisorctl"))
             .arg("-s")
-            .arg(format!(
-                "unix://{}/supervisor.sock",
-                self.run_dir.path().display()
-            ))
+            .arg(format!("unix://{}/supervisor.sock", self.run_dir.path().display()))
             .args(["pid", "worker"])
             .output()
             .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim().parse().unwrap_or_else(|_| {
+            panic!("no worker pid: {text:?} {}", String::from_utf8_lossy(&out.stderr))
+        })
     }
 
     async fn wait(mut self) -> ExitStatus {
@@ -121,6 +121,16 @@ impl Stack {
             }
             assert!(Instant::now() < deadline, "the stack did not stop");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    /// A failed assertion must not leave supervisord and its children running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+            let _ = self.child.wait();
         }
     }
 }
@@ -205,8 +215,7 @@ async fn supervised_proxy_and_worker_store_results_and_stop_together() {
 
     // When the worker dies, supervisord stops everything and the container exits non-zero.
     let stack = Stack::start(&weed.endpoint, images.path()).await;
-    let pid = stack.worker_pid();
-    assert!(pid.parse::<u32>().is_ok(), "worker pid: {pid:?}");
+    let pid = stack.worker_pid().to_string();
     assert!(
         Command::new("kill")
             .args(["-KILL", &pid])
