@@ -101,15 +101,20 @@ impl Stack {
 
     /// The worker's pid, as supervisord knows it.
     fn worker_pid(&self) -> u32 {
+        // As an operator would: the shipped config, whose socket path comes from the environment.
         let out = Command::new(repo(".venv/bin/supervisorctl"))
-            .arg("-s")
-            .arg(format!("unix://{}/supervisor.sock", self.run_dir.path().display()))
+            .arg("-c")
+            .arg(repo("supervisord.conf"))
+            .env("IMGPROXY_CACHE_RUN_DIR", self.run_dir.path())
             .args(["pid", "worker"])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         text.trim().parse().unwrap_or_else(|_| {
-            panic!("no worker pid: {text:?} {}", String::from_utf8_lossy(&out.stderr))
+            panic!(
+                "no worker pid: {text:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
         })
     }
 
@@ -129,7 +134,10 @@ impl Drop for Stack {
     /// A failed assertion must not leave supervisord and its children running.
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
             let _ = self.child.wait();
         }
     }
