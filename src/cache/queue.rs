@@ -88,6 +88,39 @@ struct Shared {
     pending: AtomicUsize,
     /// The hint for a permanent error is logged once, not once per upload.
     hinted: AtomicBool,
+    /// Drops since the last "queue full" line.
+    drops_unlogged: AtomicUsize,
+    drop_log: LogInterval,
+}
+
+/// Lets a repeated warning through at most once per [`DROP_LOG_INTERVAL`].
+struct LogInterval {
+    started: Instant,
+    /// Milliseconds since `started` of the last line; `u64::MAX` before the first.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+/// The shortest time between two "queue full" lines.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+impl LogInterval {
+    fn new() -> LogInterval {
+        LogInterval {
+            started: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn should_log(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due =
+            last == u64::MAX || now.saturating_sub(last) >= DROP_LOG_INTERVAL.as_millis() as u64;
+        due && self
+            .last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
 }
 
 /// The background half: the dispatcher and the uploads it started, on a runtime of their own.
@@ -152,6 +185,8 @@ impl UploadQueue {
             known,
             pending: AtomicUsize::new(0),
             hinted: AtomicBool::new(false),
+            drops_unlogged: AtomicUsize::new(0),
+            drop_log: LogInterval::new(),
             config,
         });
         let tracker = TaskTracker::new();
@@ -195,7 +230,15 @@ impl UploadQueue {
             Offer::Skipped(_) => self.skipped(&key, offer),
             Offer::Dropped(why) => {
                 metrics.upload(offer.label());
-                tracing::warn!(%key, reason = ?why, "upload queue full, result dropped");
+                // Under a backlog drops come by the thousand per second: one line per
+                // interval with the count, not one per result (the metric counts each).
+                let dropped = self.shared.drops_unlogged.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.shared.drop_log.should_log() {
+                    self.shared
+                        .drops_unlogged
+                        .fetch_sub(dropped, Ordering::Relaxed);
+                    tracing::warn!(%key, reason = ?why, dropped, "upload queue full, results dropped");
+                }
             }
         }
         offer
