@@ -231,15 +231,7 @@ async fn conditional_put_keeps_an_existing_object() {
     let s3 = S3::start().await;
     let path = "/ok/existing.jpg";
     let existing = bytes::Bytes::from_static(b"stored by another replica");
-    s3.client()
-        .put_object()
-        .bucket(BUCKET)
-        .key(key(path))
-        .content_type("image/jpeg")
-        .body(existing.clone().into())
-        .send()
-        .await
-        .unwrap();
+    s3.put(&key(path), existing.clone()).await;
     let proxy = Proxy::start(
         config(&upstream, &[("UPLOAD_DEDUP", "conditional")]),
         s3.store(),
@@ -543,15 +535,7 @@ async fn head_dedup_skips_the_put_for_an_existing_object() {
     let s3 = S3::start().await;
     let path = "/ok/already-there.jpg";
     let existing = bytes::Bytes::from_static(b"stored earlier");
-    s3.client()
-        .put_object()
-        .bucket(BUCKET)
-        .key(key(path))
-        .content_type("image/jpeg")
-        .body(existing.clone().into())
-        .send()
-        .await
-        .unwrap();
+    s3.put(&key(path), existing.clone()).await;
     let proxy = Proxy::start(config(&upstream, &[("UPLOAD_DEDUP", "head")]), s3.store()).await;
     get(&proxy.url(path)).await;
     proxy.shutdown().await;

@@ -290,6 +290,19 @@ impl S3 {
         Some((body, content_type, cache_control))
     }
 
+    /// Stores an object directly, as another replica would have.
+    pub async fn put(&self, key: &str, body: Bytes) {
+        self.client()
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .content_type("image/jpeg")
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
+
     pub async fn keys(&self) -> Vec<String> {
         let out = self
             .client()

@@ -1,4 +1,4 @@
-//! SeaweedFS (`weed mini`) for the tests that need what s3s-fs lacks: anonymous public reads
+//! SeaweedFS in its one-process `mini` mode, for the tests that need what s3s-fs lacks: anonymous public reads
 //! for the browser. Started exactly as DESIGN.md says: loopback only, telemetry off. `mini`
 //! opens fixed ports besides the S3 one, so a test binary starts one instance and shares it.
 
@@ -27,7 +27,7 @@ fn weed_bin() -> PathBuf {
 }
 
 impl Seaweed {
-    /// Starts `weed mini` with bucket [`BUCKET`] readable by anyone, and waits until its S3 API
+    /// Starts SeaweedFS (`mini`, loopback only, telemetry off) with bucket [`BUCKET`] readable by anyone, and waits until its S3 API
     /// answers.
     pub async fn start() -> Seaweed {
         let dir = tempfile::tempdir().unwrap();
@@ -60,7 +60,7 @@ impl Seaweed {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start weed mini");
+            .expect("start SeaweedFS (scripts/setup installs it)");
         let weed = Seaweed {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
