@@ -138,6 +138,14 @@ fn print_url(args: Box<UrlArgs>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The multi-thread runtime both servers run on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the runtime can always be built at start-up")
+}
+
 fn run_proxy() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -147,10 +155,7 @@ fn run_proxy() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the runtime can always be built at start-up");
+    let runtime = runtime();
     runtime.block_on(serve(config))
 }
 
@@ -219,10 +224,7 @@ fn run_worker() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the runtime can always be built at start-up");
+    let runtime = runtime();
     runtime.block_on(async {
         let listener = match TcpListener::bind(&config.bind).await {
             Ok(listener) => listener,
