@@ -70,7 +70,8 @@ const CHUNK: usize = 64 * 1024;
 /// Routes: `/img/<name>` a PNG, `/bomb.png`, `/bomb.gif`, `/huge` 64 MiB chunked,
 /// `/huge-declared` 64 MiB with Content-Length, `/slow` answers after 30 s, `/status/N`,
 /// `/redirect-loopback` → 127.0.0.1, `/redirect-link-local` → 169.254.169.254,
-/// `/redirect-private` → 10.255.255.1, `/redirect-chain/N` → N more redirects then a PNG.
+/// `/redirect-private` → 10.255.255.1, `/redirect-chain/N` → N more redirects then a PNG,
+/// `/redirect?to=URL` → URL.
 struct Source {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
@@ -82,7 +83,11 @@ struct Source {
 
 impl Source {
     async fn start() -> Source {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Source::start_on("127.0.0.1:0").await
+    }
+
+    async fn start_on(bind: &str) -> Source {
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let source = Source {
             addr,
@@ -136,6 +141,7 @@ async fn answer(
     cut_off: Arc<AtomicBool>,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
     let png = |bytes: &'static [u8]| {
         Response::builder()
             .header("content-type", "image/png")
@@ -182,6 +188,7 @@ async fn answer(
         "/redirect-localhost" => redirect(format!("http://localhost:{}/img/a.png", addr.port())),
         "/redirect-link-local" => redirect("http://169.254.169.254/latest/meta-data/".into()),
         "/redirect-private" => redirect("http://10.255.255.1/a.png".into()),
+        "/redirect" => redirect(query.strip_prefix("to=").unwrap_or_default().to_owned()),
         p if p.starts_with("/redirect-chain/") => {
             let n: usize = p.rsplit('/').next().unwrap().parse().unwrap();
             if n == 0 {
@@ -611,14 +618,8 @@ async fn loopback_sources_are_refused_by_default() {
 
 /// Every redirect hop is vetted on its resolved address: a source that redirects to the
 /// cloud metadata address (link-local) or to a private network (with private sources
-/// switched off) is refused without the hop being made.
-///
-/// The test source can only listen on loopback, so its first hop needs the loopback
-/// permission, and a redirect *to* loopback can't be told apart from it over the network:
-/// that hop goes through the same `vet` + resolver path, whose loopback refusals are proven
-/// by `loopback_sources_are_refused_by_default` and the unit tests in `fetch::http` and
-/// `fetch::address`. Followed redirects to `127.0.0.1` and `localhost` are checked to work
-/// when allowed.
+/// switched off) is refused without the hop being made. Redirects *to loopback* are proven
+/// by `redirects_to_loopback_are_refused`, which needs a first hop that is not loopback.
 #[tokio::test]
 async fn redirect_hops_are_vetted() {
     let source = Source::start().await;
@@ -642,6 +643,92 @@ async fn redirect_hops_are_vetted() {
         let (status, _, _) = worker.get_plain("", &source.url(path)).await;
         assert_eq!(status, StatusCode::OK, "{path}");
     }
+    worker.shutdown().await;
+}
+
+/// Set in the child process that `redirects_to_loopback_are_refused` runs in its own network.
+const ISOLATED_NETWORK: &str = "IMGPROXY_CACHE_TEST_ISOLATED_NETWORK";
+/// A private address that exists only inside that network, on its loopback interface.
+const PRIVATE_ADDR: &str = "10.77.0.1";
+
+/// A source on a private address (allowed by default) that redirects to 127.0.0.1, to
+/// `localhost` or to `[::1]` is refused, and the loopback server never sees a request; with
+/// loopback allowed the same redirects are followed, so the refusal was the policy.
+///
+/// Our servers bind loopback only, so the private source runs in a network namespace of its
+/// own (`unshare --user --map-root-user --net`, which needs no privileges): its only
+/// interface is `lo`, with 10.77.0.1 added. Nothing in it can reach another machine. The test
+/// re-runs itself in that namespace and checks that the child ran and passed.
+#[test]
+fn redirects_to_loopback_are_refused() {
+    if std::env::var_os(ISOLATED_NETWORK).is_some() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        return runtime.block_on(redirects_to_loopback_in_isolated_network());
+    }
+    let name = "redirects_to_loopback_are_refused";
+    let script =
+        format!("ip link set lo up && ip addr add {PRIVATE_ADDR}/32 dev lo && exec \"$@\"");
+    let output = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--net",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ISOLATED_NETWORK, "1")
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(&format!("test {name} ... ok")),
+        "the isolated run failed: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+}
+
+async fn redirects_to_loopback_in_isolated_network() {
+    let private = Source::start_on(&format!("{PRIVATE_ADDR}:0")).await;
+    let target = Source::start().await;
+    let port = target.addr.port();
+    let redirects = [
+        format!("http://127.0.0.1:{port}/img/a.png"),
+        format!("http://localhost:{port}/img/a.png"),
+        format!("http://[::1]:{port}/img/a.png"),
+    ];
+    // `?` escaped: plain sources are percent-unescaped, and a raw `?` would end the path.
+    let via_private = |to: &str| private.url(&format!("/redirect%3Fto={to}"));
+
+    // imgproxy's defaults: private sources allowed, loopback refused.
+    let worker = Worker::start(worker_config(&[])).await;
+    let (status, _, _) = worker.get_plain("", &private.url("/img/a.png")).await;
+    assert_eq!(status, StatusCode::OK, "the private first hop is allowed");
+    for to in &redirects {
+        let before = private.requests();
+        let (status, _, body) = worker.get_plain("", &via_private(to)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{to}");
+        assert_eq!(text(&body), "Invalid source URL", "{to}");
+        assert_eq!(
+            private.requests() - before,
+            1,
+            "{to}: the redirect was served"
+        );
+    }
+    assert_eq!(target.requests(), 0, "no request reached loopback");
+    worker.shutdown().await;
+
+    // ::1 listens on its own socket; 127.0.0.1 serves the first two.
+    let worker = Worker::start(loopback_ok(&[])).await;
+    for to in &redirects[..2] {
+        let (status, _, _) = worker.get_plain("", &via_private(to)).await;
+        assert_eq!(status, StatusCode::OK, "{to}");
+    }
+    assert_eq!(target.requests(), 2);
     worker.shutdown().await;
 }
 
