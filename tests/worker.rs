@@ -928,12 +928,17 @@ async fn s3_sources() {
 
 // ===== documentation =====
 
-/// `docs/worker.md` and `imgproxy-cache worker --help` list every variable the worker reads,
+/// The README and `imgproxy-cache worker --help` list every variable the worker reads,
 /// with its compatibility.
 #[test]
 fn docs_and_help_list_every_worker_setting() {
-    let docs =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/worker.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("## The bundled worker")
+        .expect("README has a worker section");
+    let docs = &readme[start..];
+    let docs = &docs[..docs[2..].find("\n## ").map_or(docs.len(), |end| end + 2)];
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgproxy-cache"))
         .args(["worker", "--help"])
         .env_clear()
@@ -944,7 +949,8 @@ fn docs_and_help_list_every_worker_setting() {
     for setting in imgproxy_cache::worker::config::SETTINGS {
         let row = format!("| `{}` |", setting.name);
         let line = docs.lines().find(|l| l.starts_with(&row));
-        let line = line.unwrap_or_else(|| panic!("docs/worker.md lacks {}", setting.name));
+        let line =
+            line.unwrap_or_else(|| panic!("the README's worker section lacks {}", setting.name));
         assert!(
             line.contains(&format!("| {} |", setting.compat.as_str())),
             "{line}"
