@@ -1,6 +1,7 @@
 //! Source bytes → pixels: one RGB(A) 8-bit image per frame, plus what later stages need
 //! from the file (ICC profile, EXIF orientation, animation timing). JPEG goes through
-//! libjpeg-turbo with shrink-on-load; everything else through the `image` crate's decoders.
+//! libjpeg-turbo and still WebP through libwebp, both with shrink-on-load; everything else
+//! through the `image` crate's decoders.
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -22,8 +23,6 @@ pub struct Decoded {
     pub icc: Option<Vec<u8>>,
     /// EXIF orientation 1..=8 (1 when absent or unreadable).
     pub orientation: u8,
-    /// The JPEG DCT scale denominator actually used (1 = full size).
-    pub shrink: u32,
     /// The source has an alpha channel (even if every pixel is opaque): imgproxy picks
     /// the result format from this.
     pub has_alpha: bool,
@@ -43,8 +42,9 @@ pub(crate) fn image_crate_format(format: ImageFormat) -> Option<image::ImageForm
     })
 }
 
-/// Decodes `source` (already probed as `info`). `jpeg_shrink` asks for a DCT-scaled JPEG
-/// decode; `max_frames` > 1 keeps up to that many frames of an animation.
+/// Decodes `source` (already probed as `info`). `preshrink` (≥ 1, see
+/// [`super::geometry::preshrink`]) lets JPEG and still WebP decoders deliver a smaller
+/// image; `max_frames` > 1 keeps up to that many frames of an animation.
 ///
 /// # Errors
 /// [`EngineError::Corrupt`] for broken data, [`EngineError::UnsupportedSource`] for formats
@@ -52,12 +52,13 @@ pub(crate) fn image_crate_format(format: ImageFormat) -> Option<image::ImageForm
 pub fn decode(
     source: &[u8],
     info: &SourceInfo,
-    jpeg_shrink: u32,
+    preshrink: f64,
     max_frames: u32,
 ) -> Result<Decoded, EngineError> {
     let format = info.format;
     let mut decoded = match format {
-        ImageFormat::Jpeg => decode_jpeg(source, jpeg_shrink)?,
+        ImageFormat::Jpeg => decode_jpeg(source, super::geometry::jpeg_shrink(preshrink))?,
+        ImageFormat::Webp if info.frames <= 1 => decode_webp(source, preshrink)?,
         ImageFormat::Avif => decode_avif(source)?,
         ImageFormat::Gif | ImageFormat::Webp if max_frames > 1 && info.frames > 1 => {
             decode_animation(source, format, max_frames)?
@@ -75,10 +76,10 @@ pub fn decode(
 fn decode_jpeg(source: &[u8], shrink: u32) -> Result<Decoded, EngineError> {
     let segments = super::jpeg::segments(source);
     let orientation = segments.exif.map_or(1, super::metadata::orientation);
-    let (image, shrink) = match super::jpeg::decode(source, shrink)? {
-        Some(image) => (image, shrink),
+    let image = match super::jpeg::decode(source, shrink)? {
+        Some(image) => image,
         // CMYK/YCCK: the `image` crate converts them to RGB; no shrink-on-load there.
-        None => (decode_with_image_crate(source, ImageFormat::Jpeg)?.0, 1),
+        None => decode_with_image_crate(source, ImageFormat::Jpeg)?.0,
     };
     Ok(Decoded {
         frames: vec![image],
@@ -86,9 +87,35 @@ fn decode_jpeg(source: &[u8], shrink: u32) -> Result<Decoded, EngineError> {
         loop_count: 0,
         icc: segments.icc,
         orientation,
-        shrink,
         has_alpha: false,
     })
+}
+
+fn decode_webp(source: &[u8], preshrink: f64) -> Result<Decoded, EngineError> {
+    let (icc, orientation) = webp_metadata(source);
+    Ok(Decoded {
+        frames: vec![super::webp::decode(source, preshrink)?],
+        delays: Vec::new(),
+        loop_count: 0,
+        icc,
+        orientation,
+        has_alpha: false,
+    })
+}
+
+/// The ICC profile and EXIF orientation of a WebP, read from its container chunks without
+/// decoding pixels. Broken metadata counts as absent.
+pub(crate) fn webp_metadata(source: &[u8]) -> (Option<Vec<u8>>, u8) {
+    let Ok(mut decoder) = image::codecs::webp::WebPDecoder::new(Cursor::new(source)) else {
+        return (None, 1);
+    };
+    let icc = decoder.icc_profile().ok().flatten();
+    let orientation = decoder
+        .exif_metadata()
+        .ok()
+        .flatten()
+        .map_or(1, |exif| super::metadata::orientation(&exif));
+    (icc, orientation)
 }
 
 fn decode_still(source: &[u8], format: ImageFormat) -> Result<Decoded, EngineError> {
@@ -99,7 +126,6 @@ fn decode_still(source: &[u8], format: ImageFormat) -> Result<Decoded, EngineErr
         loop_count: 0,
         icc,
         orientation,
-        shrink: 1,
         has_alpha: false,
     })
 }
@@ -173,7 +199,6 @@ fn decode_animation(
         },
         icc,
         orientation: 1,
-        shrink: 1,
         has_alpha: false,
     })
 }
@@ -190,7 +215,6 @@ fn decode_avif(source: &[u8]) -> Result<Decoded, EngineError> {
         loop_count: 0,
         icc: None,
         orientation: 1,
-        shrink: 1,
         has_alpha: false,
     })
 }

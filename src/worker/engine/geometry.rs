@@ -236,13 +236,18 @@ fn calc_scale(width: u32, height: u32, po: &ProcessingOptions, vector: bool) -> 
     (1.0 / wshrink, 1.0 / hshrink, dpr_scale)
 }
 
-/// The libjpeg DCT scale denominator (1, 2, 4 or 8) for decoding at reduced size, chosen
-/// as imgproxy/libvips do: the largest power of two not above the overall shrink, so the
-/// decoded image is never smaller than the result needs.
-pub fn jpeg_shrink(src_width: u32, src_height: u32, plan: &Plan) -> u32 {
+/// How many times smaller than the source a decoder may deliver the image (≥ 1): the smaller
+/// of the two axis shrinks the plan asks for, imgproxy's scale-on-load rule.
+pub fn preshrink(src_width: u32, src_height: u32, plan: &Plan) -> f64 {
     let wshrink = f64::from(src_width) / f64::from(scale(src_width, plan.wscale).max(1));
     let hshrink = f64::from(src_height) / f64::from(scale(src_height, plan.hscale).max(1));
-    let preshrink = wshrink.min(hshrink);
+    wshrink.min(hshrink).max(1.0)
+}
+
+/// The libjpeg DCT scale denominator (1, 2, 4 or 8) for a [`preshrink`], chosen as
+/// imgproxy/libvips do: the largest power of two not above it, so the decoded image is never
+/// smaller than the result needs.
+pub fn jpeg_shrink(preshrink: f64) -> u32 {
     match preshrink {
         s if s >= 8.0 => 8,
         s if s >= 4.0 => 4,
@@ -408,12 +413,20 @@ mod tests {
     }
 
     #[test]
-    fn jpeg_shrink_never_undershoots() {
-        let p = plan(6000, 4000, &po(ResizingType::Fit, 300, 300), false);
-        assert_eq!(jpeg_shrink(6000, 4000, &p), 8);
-        let p = plan(6000, 4000, &po(ResizingType::Fit, 1200, 0), false);
-        assert_eq!(jpeg_shrink(6000, 4000, &p), 4);
-        let p = plan(6000, 4000, &po(ResizingType::Fit, 4000, 0), false);
-        assert_eq!(jpeg_shrink(6000, 4000, &p), 1);
+    fn preshrink_never_undershoots() {
+        let shrinks = |rt, w, h| {
+            let p = plan(6000, 4000, &po(rt, w, h), false);
+            let pre = preshrink(6000, 4000, &p);
+            ((pre * 1000.0).round() / 1000.0, jpeg_shrink(pre))
+        };
+        assert_eq!(shrinks(ResizingType::Fit, 300, 300), (20.0, 8));
+        assert_eq!(shrinks(ResizingType::Fit, 1200, 0), (5.0, 4));
+        // Fill: the axis that is cut decides, so the other one keeps enough pixels.
+        assert_eq!(shrinks(ResizingType::Fill, 300, 300), (13.333, 8));
+        assert_eq!(shrinks(ResizingType::Fit, 4000, 0), (1.5, 1));
+        // Enlarging never asks a decoder for more than the source.
+        let mut up = po(ResizingType::Fit, 9000, 0);
+        up.enlarge = true;
+        assert_eq!(preshrink(6000, 4000, &plan(6000, 4000, &up, false)), 1.0);
     }
 }

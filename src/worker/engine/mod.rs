@@ -5,7 +5,8 @@
 //! A job flows through these modules in order:
 //! - [`probe`]: format, size and frame count from headers; limits are enforced here first.
 //! - [`geometry`]: imgproxy's size arithmetic (fit/fill/force/auto, dpr, zoom, enlarge, ...).
-//! - [`decode`] (with [`jpeg`] for libjpeg-turbo shrink-on-load and [`metadata`] for EXIF):
+//! - [`decode`] (with [`jpeg`] and [`webp`] for shrink-on-load in libjpeg-turbo and libwebp,
+//!   and [`metadata`] for EXIF):
 //!   pixels of every kept frame.
 //! - [`color`]: embedded ICC profiles → sRGB.
 //! - [`pipeline`]: per-frame orientation, crop, resize, result crop, flatten.
@@ -28,6 +29,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod probe;
 pub mod resize;
+pub mod webp;
 
 use std::sync::Arc;
 

@@ -32,21 +32,8 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
     };
     check_resolution(&info, frames, config)?;
 
-    let jpeg_shrink = if info.format == ImageFormat::Jpeg && !po.trim.enabled {
-        let segments = super::jpeg::segments(job.source);
-        let orientation = segments.exif.map_or(1, super::metadata::orientation);
-        let (w, h) = oriented_size(
-            info.width,
-            info.height,
-            effective_orientation(po, orientation),
-            po.rotate,
-        );
-        geometry::jpeg_shrink(w, h, &geometry::plan(w, h, po, false))
-    } else {
-        1
-    };
-
-    let decoded = decode::decode(job.source, &info, jpeg_shrink, frames)?;
+    let preshrink = preshrink(job.source, &info, po);
+    let decoded = decode::decode(job.source, &info, preshrink, frames)?;
     let orientation = effective_orientation(po, decoded.orientation);
     let (src_w, src_h) = oriented_size(info.width, info.height, orientation, po.rotate);
     let plan = geometry::plan(src_w, src_h, po, false);
@@ -127,13 +114,29 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
 
 /// The watermark image as RGBA. A broken configured watermark is our problem, not the
 /// source's: 500.
+/// How much smaller the decoder may deliver the source (shrink-on-load; 1 = full size).
+/// JPEG and still WebP decoders can; trim needs the full-size pixels to find the edges.
+fn preshrink(source: &[u8], info: &SourceInfo, po: &ProcessingOptions) -> f64 {
+    let stored_orientation = match info.format {
+        _ if po.trim.enabled => return 1.0,
+        ImageFormat::Jpeg => super::jpeg::segments(source)
+            .exif
+            .map_or(1, super::metadata::orientation),
+        ImageFormat::Webp if info.frames <= 1 => decode::webp_metadata(source).1,
+        _ => return 1.0,
+    };
+    let orientation = effective_orientation(po, stored_orientation);
+    let (w, h) = oriented_size(info.width, info.height, orientation, po.rotate);
+    geometry::preshrink(w, h, &geometry::plan(w, h, po, false))
+}
+
 fn decode_watermark(data: &[u8]) -> Result<RgbaImage, EngineError> {
     let broken = |e: EngineError| EngineError::Encode {
         format: ImageFormat::Png,
         reason: format!("watermark image: {e}"),
     };
     let info = probe(data).map_err(broken)?;
-    let decoded = decode::decode(data, &info, 1, 1).map_err(broken)?;
+    let decoded = decode::decode(data, &info, 1.0, 1).map_err(broken)?;
     let first = decoded
         .frames
         .into_iter()
@@ -380,4 +383,66 @@ fn orient(mut image: DynamicImage, orientation: u8, rotate: Rotate, flip: Flip) 
         image = image.flipv();
     }
     image
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::options::{Defaults, ResizingType};
+
+    fn webp(width: u32, height: u32) -> Vec<u8> {
+        let pixels = vec![128u8; (width * height * 3) as usize];
+        webp::Encoder::new(&pixels, webp::PixelLayout::Rgb, width, height)
+            .encode(80.0)
+            .to_vec()
+    }
+
+    fn fit(width: u32, height: u32) -> ProcessingOptions {
+        let mut po = ProcessingOptions::new(&Defaults::default());
+        po.resizing_type = ResizingType::Fit;
+        po.width = width;
+        po.height = height;
+        po
+    }
+
+    #[test]
+    fn still_webp_and_jpeg_shrink_on_load_others_do_not() {
+        let source = webp(2000, 1000);
+        let info = probe(&source).unwrap();
+        assert_eq!(preshrink(&source, &info, &fit(200, 200)), 10.0);
+        assert_eq!(preshrink(&source, &info, &fit(4000, 0)), 1.0);
+        let mut trim = fit(200, 200);
+        trim.trim.enabled = true;
+        assert_eq!(
+            preshrink(&source, &info, &trim),
+            1.0,
+            "trim needs all pixels"
+        );
+
+        let png = {
+            let mut out = Vec::new();
+            image::RgbImage::new(2000, 1000)
+                .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+                .unwrap();
+            out
+        };
+        assert_eq!(preshrink(&png, &probe(&png).unwrap(), &fit(200, 200)), 1.0);
+    }
+
+    #[test]
+    fn shrunk_webp_lands_on_exact_sizes() {
+        let source = webp(1001, 1503);
+        let config = EngineConfig::default();
+        for (po, expected) in [(fit(100, 100), (67, 100)), (fit(0, 500), (333, 500))] {
+            let job = Job {
+                source: &source,
+                options: &po,
+                format: Some(ImageFormat::Png),
+                accept: None,
+            };
+            let out = super::super::process(&job, &config).unwrap();
+            let image = image::load_from_memory(&out.bytes).unwrap();
+            assert_eq!((image.width(), image.height()), expected);
+        }
+    }
 }
