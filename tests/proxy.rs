@@ -263,6 +263,25 @@ async fn retries_transient_s3_errors() {
     );
 }
 
+/// A body damaged between the proxy and S3 is never stored: every PUT carries the SHA-256 of
+/// its payload inside the SigV4 signature, and the server checks it. The damaged attempt
+/// fails and the retry stores the intact bytes.
+#[tokio::test]
+async fn a_body_damaged_on_the_way_is_refused_by_s3() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    s3.faults
+        .corrupt_puts
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let path = "/ok/damaged-in-flight.jpg";
+    let (status, _, body) = get(&proxy.url(path)).await;
+    assert_eq!((status, &body), (StatusCode::OK, &body_for(path)));
+    proxy.shutdown().await;
+    assert_eq!(s3.puts(), 2, "the damaged PUT failed and was retried");
+    assert_eq!(s3.object(&key(path)).await.expect("stored").0, body);
+}
+
 /// AccessDenied is permanent: one PUT per upload, no hammering.
 #[tokio::test]
 async fn permanent_s3_errors_are_not_retried() {

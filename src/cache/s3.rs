@@ -15,9 +15,6 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_http_client::tls;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use md5::{Digest, Md5};
 
 use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
 use crate::config::{AddressingStyle, S3Config};
@@ -106,8 +103,8 @@ pub fn tune(
                 .operation_attempt_timeout(call_timeout)
                 .build(),
         )
-        // Content-MD5 (set on every PUT) is understood by every S3 implementation; the newer
-        // CRC trailers are not, by all of them.
+        // Integrity comes from the signed payload hash (see `put`); the newer CRC trailers are
+        // not understood by every S3 implementation.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
 }
@@ -139,7 +136,8 @@ impl Store for S3Store {
         object: &Object,
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError> {
-        let md5 = STANDARD.encode(Md5::digest(&object.body));
+        // Integrity: the SigV4 signature covers the SHA-256 of the payload, which the server
+        // checks before it stores anything; a Content-MD5 on top would hash every body twice.
         let mut put = self
             .client
             .put_object()
@@ -147,7 +145,6 @@ impl Store for S3Store {
             .key(key)
             .body(ByteStream::from(object.body.clone()))
             .content_length(object.body.len() as i64)
-            .content_md5(md5)
             .content_type(&object.content_type)
             .set_cache_control(object.cache_control.clone());
         if mode == PutMode::IfAbsent {

@@ -218,6 +218,8 @@ pub struct Faults {
     pub deny_puts: std::sync::atomic::AtomicBool,
     /// While set, object requests wait for [`S3::release`].
     pub hold: std::sync::atomic::AtomicBool,
+    /// The next this-many PUT bodies get one byte flipped on the way to the server.
+    pub corrupt_puts: AtomicUsize,
     gate: Semaphore,
 }
 
@@ -363,6 +365,7 @@ impl Default for Faults {
             fail_puts: AtomicUsize::new(0),
             deny_puts: Default::default(),
             hold: Default::default(),
+            corrupt_puts: AtomicUsize::new(0),
             gate: Semaphore::new(0),
         }
     }
@@ -400,6 +403,18 @@ impl Faults {
                 }
                 if self.deny_puts.load(Ordering::SeqCst) {
                     return Ok(s3_error(403, "AccessDenied"));
+                }
+                let corrupting = self
+                    .corrupt_puts
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if corrupting {
+                    let (parts, body) = req.into_parts();
+                    let mut body = body.collect().await.unwrap().to_bytes().to_vec();
+                    let middle = body.len() / 2;
+                    body[middle] ^= 0xFF;
+                    let req = Request::from_parts(parts, s3s::Body::from(Bytes::from(body)));
+                    return service.call(req).await;
                 }
             }
         }
