@@ -16,6 +16,13 @@ pub struct Sample {
     pub rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Requests answered in the run.
+    pub requests: f64,
+    /// CPU time the server under test used per request, in µs (0 when not measured).
+    pub cpu_us: f64,
+    /// Share of the answered requests whose result reached S3 during the run, in %
+    /// (0 when not measured).
+    pub stored_pct: f64,
 }
 
 /// Every request of a wrk run gets its own path — `/<size>/<run>-<thread>-<n>` — so every
@@ -56,10 +63,19 @@ fn parse_wrk(text: &str) -> Option<Sample> {
             .find_map(|l| l.trim().strip_prefix(p).map(str::trim))
             .and_then(duration_ms)
     };
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))?
+        .0
+        .trim()
+        .parse()
+        .ok()?;
     Some(Sample {
         rps,
         p50_ms: percentile("50%")?,
         p99_ms: percentile("99%")?,
+        requests,
+        ..Sample::default()
     })
 }
 

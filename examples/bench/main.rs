@@ -108,7 +108,11 @@ async fn main() {
     let _ = writeln!(
         report,
         "### Miss path: requests/s and latency (median of {} × {} s runs, min–max)\n\n\
-         | body | conc. | target | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|",
+         CPU is the server's own (nginx: master and workers; imgproxy-cache: the whole \
+         process, uploads included), per request. Stored: results that reached S3 during \
+         the run.\n\n\
+         | body | conc. | target | req/s | p50 ms | p99 ms | CPU µs/req | stored |\n\
+         |---|---|---|---|---|---|---|---|",
         args.reps, args.secs
     );
     let mut run = 0;
@@ -122,11 +126,21 @@ async fn main() {
                     let id = format!("r{run}");
                     let sample = match t {
                         0 => load::wrk(&format!("http://{upstream}"), size, &id, c, args.secs),
-                        1 => load::wrk(&nginx.url(""), size, &id, c, args.secs),
+                        1 => {
+                            let cpu = nginx.cpu_secs();
+                            let mut sample = load::wrk(&nginx.url(""), size, &id, c, args.secs);
+                            sample.cpu_us = (nginx.cpu_secs() - cpu) * 1e6 / sample.requests;
+                            sample
+                        }
                         _ => {
                             let proxy = Proxy::start(&args.proxy_bin, &s3_env(&s3.endpoint)).await;
-                            let sample = load::wrk(&proxy.url(""), size, &id, c, args.secs);
+                            s3.stats.reset();
+                            let cpu = proxy.cpu_secs();
+                            let mut sample = load::wrk(&proxy.url(""), size, &id, c, args.secs);
+                            sample.cpu_us = (proxy.cpu_secs() - cpu) * 1e6 / sample.requests;
+                            sample.stored_pct = s3.stats.puts().1 as f64 * 100.0 / sample.requests;
                             proxy.stop();
+                            s3.clear();
                             sample
                         }
                     };
@@ -137,12 +151,21 @@ async fn main() {
                 .iter()
                 .zip(&stats)
             {
+                let measured = |f: fn(&Sample) -> f64, digits| {
+                    if stat.median(f) > 0.0 {
+                        stat.cell(f, digits)
+                    } else {
+                        "—".to_owned()
+                    }
+                };
                 let _ = writeln!(
                     report,
-                    "| {size} | {c} | {name} | {} | {} | {} |",
+                    "| {size} | {c} | {name} | {} | {} | {} | {} | {} |",
                     stat.cell(|s| s.rps, 0),
                     stat.cell(|s| s.p50_ms, 3),
-                    stat.cell(|s| s.p99_ms, 3)
+                    stat.cell(|s| s.p99_ms, 3),
+                    measured(|s| s.cpu_us, 0),
+                    measured(|s| s.stored_pct, 0).replace(" (", " % ("),
                 );
             }
             let (direct, nginx_s, proxy_s) = (&stats[0], &stats[1], &stats[2]);

@@ -72,6 +72,11 @@ impl Proxy {
             .map_or(0.0, |kib| kib / 1024.0)
     }
 
+    /// CPU seconds (user + system) the proxy has used so far, upload thread included.
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.child.id())
+    }
+
     /// SIGTERM, then waits: the proxy drains its uploads before it exits.
     pub fn stop(mut self) {
         let _ = Command::new("kill")
@@ -132,6 +137,37 @@ impl Nginx {
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
+
+    /// CPU seconds nginx has used so far: the master and its workers.
+    pub fn cpu_secs(&self) -> f64 {
+        let master = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        cpu_secs(master)
+            + children
+                .split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .map(cpu_secs)
+                .sum::<f64>()
+    }
+}
+
+/// User + system CPU seconds of a process, from `/proc/<pid>/stat` (0 if it is gone).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised name; utime and stime are fields 14 and 15.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    let ticks: f64 = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / per_sec
 }
 
 impl Drop for Nginx {

@@ -96,16 +96,38 @@ impl S3Stats {
     }
 }
 
+impl S3 {
+    /// Deletes every stored object (between runs, so gigabytes don't pile up in memory).
+    pub fn clear(&self) {
+        let bucket = self.dir.path().join(BUCKET);
+        for entry in std::fs::read_dir(&bucket).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
 pub struct S3 {
     pub endpoint: String,
     pub stats: Arc<S3Stats>,
     /// Milliseconds added before every object call (0: healthy).
     pub delay_ms: Arc<AtomicU64>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 pub async fn s3() -> S3 {
-    let dir = tempfile::tempdir().expect("temp dir");
+    // Memory-backed when the machine has /dev/shm: the bench measures proxies, not the disk.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("temp dir");
     std::fs::create_dir(dir.path().join(BUCKET)).expect("bucket dir");
     let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
     let mut builder = s3s::service::S3ServiceBuilder::new(fs);
@@ -156,6 +178,6 @@ pub async fn s3() -> S3 {
         endpoint: format!("http://{addr}"),
         stats,
         delay_ms,
-        _dir: dir,
+        dir,
     }
 }
