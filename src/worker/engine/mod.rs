@@ -5,6 +5,7 @@
 //! A job flows through these modules in order:
 //! - [`probe`]: format, size and frame count from headers; limits are enforced here first.
 //! - [`geometry`]: imgproxy's size arithmetic (fit/fill/force/auto, dpr, zoom, enlarge, ...).
+//! - [`svg`]: SVG sources — sanitised SVG results, or rendered at the plan's scale.
 //! - [`decode`] (with [`jpeg`] for libjpeg-turbo shrink-on-load and [`metadata`] for EXIF):
 //!   pixels of every kept frame.
 //! - [`color`]: embedded ICC profiles → sRGB.
@@ -28,6 +29,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod probe;
 pub mod resize;
+pub mod svg;
 
 use std::sync::Arc;
 

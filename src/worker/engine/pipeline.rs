@@ -46,10 +46,18 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
         1
     };
 
-    let decoded = decode::decode(job.source, &info, jpeg_shrink, frames)?;
+    let vector = info.format == ImageFormat::Svg;
+    let decoded = if vector {
+        match super::svg::load(job, &info, config)? {
+            super::svg::Loaded::Vector(processed) => return Ok(processed),
+            super::svg::Loaded::Raster(decoded) => decoded,
+        }
+    } else {
+        decode::decode(job.source, &info, jpeg_shrink, frames)?
+    };
     let orientation = effective_orientation(po, decoded.orientation);
     let (src_w, src_h) = oriented_size(info.width, info.height, orientation, po.rotate);
-    let plan = geometry::plan(src_w, src_h, po, false);
+    let plan = geometry::plan(src_w, src_h, po, vector);
 
     let animated = decoded.frames.len() > 1;
     let expect_alpha = po.background.is_none()
