@@ -88,14 +88,6 @@ pub fn load(
     }
 }
 
-/// Parses and writes back: the sanitised document.
-///
-/// # Errors
-/// As [`dimensions`].
-pub fn sanitise(source: &[u8]) -> Result<Vec<u8>, EngineError> {
-    Ok(write(&parse(source)?).into_bytes())
-}
-
 /// `usvg` on hostile input, with its own limits (at most 1,000,000 elements after `<use>`
 /// expansion, nesting at most 1024 deep) and ours ([`options`]). A panic inside the parser
 /// costs this source, not the worker: [`super::probe`] runs outside the engine's own guard.
@@ -162,7 +154,7 @@ fn intrinsic_size(tree: &usvg::Tree) -> (u32, u32) {
 /// the source by (vectors may always enlarge), so the pipeline's resize is a no-op for
 /// uniform scaling. Trimming needs the source at its own size, as in imgproxy. The result
 /// never exceeds `max_pixels`: past it the pipeline enlarges the capped render instead.
-pub fn render_size(width: u32, height: u32, po: &ProcessingOptions, max_pixels: f64) -> (u32, u32) {
+fn render_size(width: u32, height: u32, po: &ProcessingOptions, max_pixels: f64) -> (u32, u32) {
     let mut scale = if po.trim.enabled {
         1.0
     } else {
@@ -173,10 +165,9 @@ pub fn render_size(width: u32, height: u32, po: &ProcessingOptions, max_pixels: 
             (width, height)
         };
         let plan = geometry::plan(w, h, po, true);
-        let wscale = f64::from(geometry::scale(w, plan.wscale).max(1)) / f64::from(w);
-        let hscale = f64::from(geometry::scale(h, plan.hscale).max(1)) / f64::from(h);
-        // The larger scale, so neither axis has to be enlarged from the render.
-        wscale.max(hscale)
+        // The larger scale, so neither axis has to be enlarged from the render. Rounded by
+        // the plan's own rule, so a uniform scale gives exactly the plan's scaled size.
+        plan.wscale.max(plan.hscale)
     };
     let pixels = f64::from(width) * f64::from(height);
     if pixels * scale * scale > max_pixels {
@@ -203,15 +194,18 @@ fn render(tree: &usvg::Tree, width: u32, height: u32) -> Result<DynamicImage, En
     );
     resvg::render(tree, transform, &mut pixmap.as_mut());
 
-    let straight: Vec<u8> = pixmap
-        .pixels()
-        .iter()
-        .flat_map(|p| {
-            let c = p.demultiply();
-            [c.red(), c.green(), c.blue(), c.alpha()]
-        })
-        .collect();
-    let rgba = RgbaImage::from_raw(width, height, straight).ok_or_else(invalid)?;
+    // tiny-skia's pixels are premultiplied RGBA: divide the colour back out, in place.
+    let mut pixels = pixmap.take();
+    for px in pixels.chunks_exact_mut(4) {
+        let alpha = u32::from(px[3]);
+        if alpha != 0 && alpha != 255 {
+            for c in &mut px[..3] {
+                // Premultiplied colour never exceeds alpha, so this stays within 0..=255.
+                *c = ((u32::from(*c) * 255 + alpha / 2) / alpha).min(255) as u8;
+            }
+        }
+    }
+    let rgba = RgbaImage::from_raw(width, height, pixels).ok_or_else(invalid)?;
     Ok(if rgba.pixels().all(|p| p.0[3] == 255) {
         DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(rgba).to_rgb8())
     } else {
@@ -233,6 +227,11 @@ mod tests {
 
     fn pixel(image: &DynamicImage, x: u32, y: u32) -> [u8; 4] {
         image.to_rgba8().get_pixel(x, y).0
+    }
+
+    /// Parses and writes back: the sanitised document, as [`load`] returns it.
+    fn sanitise(source: &[u8]) -> Result<Vec<u8>, EngineError> {
+        Ok(write(&parse(source)?).into_bytes())
     }
 
     fn parsed(source: &[u8]) -> usvg::Tree {
@@ -425,6 +424,16 @@ mod tests {
         let mut rotated = po(ResizingType::Fit, 50, 0);
         rotated.rotate = Rotate::R90;
         assert_eq!(render_size(100, 50, &rotated, max), (100, 50));
+        // Sizes that don't divide evenly round as the plan does.
+        let plan = geometry::plan(101, 67, &po(ResizingType::Fit, 50, 50), true);
+        assert_eq!(
+            render_size(101, 67, &po(ResizingType::Fit, 50, 50), max),
+            (plan.scaled_width, plan.scaled_height)
+        );
+        // dpr enlarges a vector past its intrinsic size without `enlarge`.
+        let mut dpr = po(ResizingType::Fit, 100, 0);
+        dpr.dpr = 2.0;
+        assert_eq!(render_size(100, 50, &dpr, max), (200, 100));
         // No resize asked: the intrinsic size.
         assert_eq!(
             render_size(100, 50, &po(ResizingType::Fit, 0, 0), max),
