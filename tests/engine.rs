@@ -908,15 +908,177 @@ fn tiny_avif_falls_back() {
     assert_eq!(decode(&out.bytes).width(), 10);
 }
 
-/// SVG, HEIC and JPEG XL sources are refused with 422 (see docs/engine.md).
+/// HEIC and JPEG XL sources are refused with 422 (see docs/engine.md).
 #[test]
 fn unsupported_formats_are_422() {
     for source in [
-        &b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>"[..],
         &b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"[..],
         &b"\xFF\x0A\xFA\x7F"[..],
     ] {
         let err = run_with(source, &options(), None, &EngineConfig::default()).unwrap_err();
         assert_eq!(err.status(), 422, "{err}");
+    }
+}
+
+// === SVG ===
+
+/// `viewBox 0 0 100 50`: left half red, right half blue, no width or height.
+const TWO_COLOURS: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 50"><rect width="50" height="50" fill="#f00"/><rect x="50" width="50" height="50" fill="#00f"/></svg>"##;
+
+fn assert_rgba_near(actual: [u8; 4], expected: [u8; 4], tolerance: u8, what: &str) {
+    let ok = actual
+        .iter()
+        .zip(expected)
+        .all(|(a, e)| a.abs_diff(e) <= tolerance);
+    assert!(
+        ok,
+        "{what}: got {actual:?}, expected {expected:?} ±{tolerance}"
+    );
+}
+
+fn rgba(image: &DynamicImage, x: u32, y: u32) -> [u8; 4] {
+    image.to_rgba8().get_pixel(x, y).0
+}
+
+/// With no format asked for (or `svg`), the result is the SVG itself, sanitised: no script,
+/// no event handler, no external reference — and resizing options don't apply to it. The
+/// sanitised document still draws the same shapes as the original.
+#[test]
+fn svg_results_are_sanitised_svg_that_draws_the_same() {
+    let source = br##"<?xml version="1.0"?>
+<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="100" height="50" onload="alert('onload')">
+  <script type="text/javascript">alert('script')</script>
+  <rect width="50" height="50" fill="#f00" onmouseover="alert('hover')"/>
+  <rect x="50" width="50" height="50" fill="#00f"/>
+  <image x="0" y="0" width="100" height="50" xlink:href="http://192.0.2.1/tracker.png"/>
+  <image x="0" y="0" width="100" height="50" href="https://192.0.2.1/other.png"/>
+</svg>"##;
+    let mut resized = resize_opts(ResizingType::Fit, 10, 10);
+    resized.blur = 3.0;
+    for (po, format) in [
+        (options(), None),
+        (options(), Some(ImageFormat::Svg)),
+        (resized, None),
+    ] {
+        let out = run(source, &po, format);
+        assert_eq!(out.format, ImageFormat::Svg);
+        let text = String::from_utf8(out.bytes.clone()).expect("SVG is text");
+        for gone in [
+            "<script",
+            "alert",
+            "onload",
+            "onmouseover",
+            "192.0.2.1",
+            "<image",
+        ] {
+            assert!(!text.contains(gone), "{gone} survived: {text}");
+        }
+        assert!(text.contains("<svg"), "{text}");
+
+        let original = decode(&run(source, &options(), Some(ImageFormat::Png)).bytes);
+        let sanitised = decode(&run(&out.bytes, &options(), Some(ImageFormat::Png)).bytes);
+        assert_eq!((sanitised.width(), sanitised.height()), (100, 50));
+        for (x, y, colour) in [(25, 25, [255, 0, 0, 255]), (75, 25, [0, 0, 255, 255])] {
+            assert_eq!(rgba(&sanitised, x, y), colour, "sanitised at {x},{y}");
+            assert_eq!(rgba(&original, x, y), rgba(&sanitised, x, y), "at {x},{y}");
+        }
+    }
+}
+
+/// A raster format renders the vector at the result's scale (imgproxy's scale-on-load):
+/// the edge between the halves is sharp at 4×, which an enlarged 100×50 raster can't be.
+#[test]
+fn svg_to_png_is_rendered_at_scale() {
+    let out = run(
+        TWO_COLOURS.as_bytes(),
+        &resize_opts(ResizingType::Fit, 400, 0),
+        Some(ImageFormat::Png),
+    );
+    assert_eq!(out.format, ImageFormat::Png);
+    let image = decode(&out.bytes);
+    assert_eq!((image.width(), image.height()), (400, 200));
+    assert_rgba_near(rgba(&image, 50, 100), [255, 0, 0, 255], 0, "left");
+    assert_rgba_near(rgba(&image, 350, 100), [0, 0, 255, 255], 0, "right");
+    assert_rgba_near(
+        rgba(&image, 199, 100),
+        [255, 0, 0, 255],
+        2,
+        "left of the edge",
+    );
+    assert_rgba_near(
+        rgba(&image, 201, 100),
+        [0, 0, 255, 255],
+        2,
+        "right of the edge",
+    );
+
+    // Shrinking renders small too; JPEG flattens the transparent corners onto white.
+    let source = r##"<svg xmlns="http://www.w3.org/2000/svg" width="300" height="300"><circle cx="150" cy="150" r="100" fill="#0f0"/></svg>"##;
+    let out = run(
+        source.as_bytes(),
+        &resize_opts(ResizingType::Fit, 30, 30),
+        Some(ImageFormat::Jpeg),
+    );
+    let image = decode(&out.bytes);
+    assert_eq!((image.width(), image.height()), (30, 30));
+    assert_near(pixel(&image, 15, 15), [0, 255, 0], 8, "circle");
+    assert_near(pixel(&image, 1, 1), [255, 255, 255], 8, "background");
+}
+
+/// Auto WebP/AVIF never replace the SVG result (imgproxy converts SVG only when a format is
+/// asked for); enforce replaces an asked-for raster format, as for any source.
+#[test]
+fn svg_negotiation_follows_imgproxy() {
+    let config = EngineConfig {
+        auto_webp: true,
+        auto_avif: true,
+        enforce_webp: true,
+        ..EngineConfig::default()
+    };
+    let po = options();
+    let job = |format| Job {
+        source: TWO_COLOURS.as_bytes(),
+        options: &po,
+        format,
+        accept: Some("image/avif,image/webp,*/*"),
+    };
+    let out = engine::process(&job(None), &config).unwrap();
+    assert_eq!(out.format, ImageFormat::Svg);
+    let out = engine::process(&job(Some(ImageFormat::Png)), &config).unwrap();
+    assert_eq!(out.format, ImageFormat::Webp);
+    assert!(out.bytes.starts_with(b"RIFF"));
+}
+
+/// An SVG declaring 100000 × 100000 is refused from its size alone, in both treatments,
+/// without a canvas being allocated; broken documents are 422 too.
+#[test]
+fn huge_and_broken_svgs_are_422() {
+    let huge = br#"<svg xmlns="http://www.w3.org/2000/svg" width="100000" height="100000"><rect width="100%" height="100%"/></svg>"#;
+    for format in [None, Some(ImageFormat::Png)] {
+        let started = std::time::Instant::now();
+        let err = run_with(huge, &options(), format, &EngineConfig::default()).unwrap_err();
+        assert!(matches!(err, EngineError::SourceTooBig { .. }), "{err}");
+        assert_eq!(err.status(), 422);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+    assert_eq!(
+        engine::probe(huge)
+            .map(|i| (i.format, i.width, i.height))
+            .ok(),
+        Some((ImageFormat::Svg, 100_000, 100_000))
+    );
+    for broken in [
+        &b"<svg this is not XML <<<"[..],
+        br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect></svg>"#,
+        br#"<html><body><svg xmlns="http://www.w3.org/2000/svg"/></body></html>"#,
+    ] {
+        assert!(matches!(
+            engine::probe(broken),
+            Err(EngineError::Corrupt { .. })
+        ));
+        for format in [None, Some(ImageFormat::Png)] {
+            let err = run_with(broken, &options(), format, &EngineConfig::default()).unwrap_err();
+            assert_eq!(err.status(), 422, "{err}");
+        }
     }
 }

@@ -1009,3 +1009,60 @@ async fn result_format_drives_the_headers() {
     assert_eq!(header(response.headers(), "content-type"), "image/png");
     worker.shutdown().await;
 }
+
+// ===== SVG =====
+
+/// A `local://` SVG comes back as sanitised `image/svg+xml` by default — also when
+/// `IMGPROXY_SKIP_PROCESSING_FORMATS` names svg, as in imgproxy — and as PNG when `@png`
+/// or `f:png` asks for it.
+#[tokio::test]
+async fn svg_sources_over_http() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        root.path().join("logo.svg"),
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20" onload="alert(1)"><script>alert(2)</script><rect width="20" height="20" fill="#f00"/><rect x="20" width="20" height="20" fill="#00f"/></svg>"##,
+    )
+    .unwrap();
+    std::fs::write(
+        root.path().join("huge.svg"),
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="100000" height="100000"/>"#,
+    )
+    .unwrap();
+    let root = root.path().to_str().unwrap();
+    let skip_svg = [("IMGPROXY_SKIP_PROCESSING_FORMATS", "svg")];
+    for extra in [&[][..], &skip_svg[..]] {
+        let mut vars = vec![("IMGPROXY_LOCAL_FILESYSTEM_ROOT", root)];
+        vars.extend_from_slice(extra);
+        let worker = Worker::start(worker_config(&vars)).await;
+        let (status, headers, body) = worker.get_plain("rs:fit:10:10", "local:///logo.svg").await;
+        assert_eq!(status, StatusCode::OK, "{}", text(&body));
+        assert_eq!(header(&headers, "content-type"), "image/svg+xml");
+        assert_eq!(
+            header(&headers, "content-disposition"),
+            "inline; filename=\"logo.svg\""
+        );
+        let svg = text(&body);
+        assert!(svg.contains("<svg") && svg.contains("<path"), "{svg}");
+        assert!(!svg.contains("alert") && !svg.contains("onload"), "{svg}");
+
+        for (options, source) in [
+            ("rs:fit:80:0", "local:///logo.svg@png"),
+            ("rs:fit:80:0/f:png", "local:///logo.svg"),
+        ] {
+            let (status, headers, body) = worker.get_plain(options, source).await;
+            assert_eq!(status, StatusCode::OK, "{}", text(&body));
+            assert_eq!(header(&headers, "content-type"), "image/png");
+            let image = image::load_from_memory(&body).unwrap().to_rgba8();
+            assert_eq!(image.dimensions(), (80, 40));
+            assert_eq!(image.get_pixel(20, 20).0, [255, 0, 0, 255]);
+            assert_eq!(image.get_pixel(60, 20).0, [0, 0, 255, 255]);
+        }
+
+        // A declared size over IMGPROXY_MAX_SRC_RESOLUTION is refused from the size alone.
+        let started = Instant::now();
+        let (status, _, body) = worker.get_plain("", "local:///huge.svg").await;
+        assert_eq!(status.as_u16(), 422, "{}", text(&body));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        worker.shutdown().await;
+    }
+}

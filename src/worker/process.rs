@@ -93,7 +93,9 @@ pub fn run(input: Input, config: &EngineConfig) -> Result<Output, ProcessError> 
     }
     let skip = (format.is_none() || format == Some(info.format))
         && options.skip_processing.contains(&info.format);
-    if skip {
+    // imgproxy sanitises SVG even when skipping processing; the engine's SVG result is
+    // exactly that (see engine::svg).
+    if skip && info.format != ImageFormat::Svg {
         return Ok(pass_through(source, Some(info.format)));
     }
     let job = Job {

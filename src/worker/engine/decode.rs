@@ -28,6 +28,21 @@ pub struct Decoded {
     pub has_alpha: bool,
 }
 
+impl Decoded {
+    /// A still image with nothing else from the file (no ICC profile, no orientation), as
+    /// rendered sources give.
+    pub fn still(image: DynamicImage, has_alpha: bool) -> Self {
+        Self {
+            frames: vec![image],
+            delays: Vec::new(),
+            loop_count: 0,
+            icc: None,
+            orientation: 1,
+            has_alpha,
+        }
+    }
+}
+
 /// The `image` crate's name for a format we decode with it.
 pub(crate) fn image_crate_format(format: ImageFormat) -> Option<image::ImageFormat> {
     Some(match format {

@@ -5,6 +5,7 @@
 //! A job flows through these modules in order:
 //! - [`probe`]: format, size and frame count from headers; limits are enforced here first.
 //! - [`geometry`]: imgproxy's size arithmetic (fit/fill/force/auto, dpr, zoom, enlarge, ...).
+//! - [`svg`]: SVG sources — sanitised SVG results, or rendered at the plan's scale.
 //! - [`decode`] (with [`jpeg`] and [`webp`] for shrink-on-load in libjpeg-turbo and libwebp,
 //!   and [`metadata`] for EXIF):
 //!   pixels of every kept frame.
@@ -29,6 +30,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod probe;
 pub mod resize;
+pub mod svg;
 pub mod webp;
 
 use std::sync::Arc;

@@ -32,11 +32,19 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
     };
     check_resolution(&info, frames, config)?;
 
-    let preshrink = preshrink(job.source, &info, po);
-    let decoded = decode::decode(job.source, &info, preshrink, frames)?;
+    let vector = info.format == ImageFormat::Svg;
+    let decoded = if vector {
+        match super::svg::load(job, &info, config)? {
+            super::svg::Loaded::Vector(processed) => return Ok(processed),
+            super::svg::Loaded::Raster(decoded) => decoded,
+        }
+    } else {
+        let preshrink = preshrink(job.source, &info, po);
+        decode::decode(job.source, &info, preshrink, frames)?
+    };
     let orientation = effective_orientation(po, decoded.orientation);
     let (src_w, src_h) = oriented_size(info.width, info.height, orientation, po.rotate);
-    let plan = geometry::plan(src_w, src_h, po, false);
+    let plan = geometry::plan(src_w, src_h, po, vector);
 
     let animated = decoded.frames.len() > 1;
     let expect_alpha = po.background.is_none()

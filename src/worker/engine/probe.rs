@@ -67,7 +67,8 @@ fn looks_like_svg(source: &[u8]) -> bool {
 }
 
 /// Reads only headers: format, dimensions, frame count. Cheap; used to refuse bombs
-/// before decoding.
+/// before decoding. SVG has no header: its size needs the document parsed (no pixels are
+/// drawn), see [`super::svg::dimensions`].
 ///
 /// # Errors
 /// [`EngineError::UnsupportedSource`] for unknown bytes, [`EngineError::Corrupt`] when the
@@ -77,7 +78,8 @@ pub fn probe(source: &[u8]) -> Result<SourceInfo, EngineError> {
     let (width, height) = match format {
         ImageFormat::Avif => avif_dimensions(source)
             .ok_or_else(|| EngineError::corrupt(format, "no image size (ispe) box"))?,
-        ImageFormat::Svg | ImageFormat::Heic | ImageFormat::Jxl => {
+        ImageFormat::Svg => super::svg::dimensions(source)?,
+        ImageFormat::Heic | ImageFormat::Jxl => {
             return Err(EngineError::UnsupportedVariant {
                 format,
                 reason: "no decoder for this format".into(),
