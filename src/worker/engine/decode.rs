@@ -22,6 +22,9 @@ pub struct Decoded {
     pub icc: Option<Vec<u8>>,
     /// EXIF orientation 1..=8 (1 when absent or unreadable).
     pub orientation: u8,
+    /// The source's EXIF as a TIFF structure, unparsed: [`super::exif_out`] decides what
+    /// the result keeps of it. None for AVIF and GIF sources.
+    pub exif: Option<Vec<u8>>,
     /// The JPEG DCT scale denominator actually used (1 = full size).
     pub shrink: u32,
     /// The source has an alpha channel (even if every pixel is opaque): imgproxy picks
@@ -86,19 +89,21 @@ fn decode_jpeg(source: &[u8], shrink: u32) -> Result<Decoded, EngineError> {
         loop_count: 0,
         icc: segments.icc,
         orientation,
+        exif: segments.exif.map(<[u8]>::to_vec),
         shrink,
         has_alpha: false,
     })
 }
 
 fn decode_still(source: &[u8], format: ImageFormat) -> Result<Decoded, EngineError> {
-    let (image, icc, orientation) = decode_with_image_crate(source, format)?;
+    let (image, Embedded { icc, exif }) = decode_with_image_crate(source, format)?;
     Ok(Decoded {
         frames: vec![image],
         delays: Vec::new(),
         loop_count: 0,
         icc,
-        orientation,
+        orientation: exif.as_deref().map_or(1, super::metadata::orientation),
+        exif,
         shrink: 1,
         has_alpha: false,
     })
@@ -114,24 +119,26 @@ fn reader(source: &[u8], format: ImageFormat) -> Result<ImageReader<Cursor<&[u8]
     Ok(reader)
 }
 
+/// The metadata blocks a decoder found besides the pixels.
+struct Embedded {
+    icc: Option<Vec<u8>>,
+    exif: Option<Vec<u8>>,
+}
+
 /// The `image` crate's allocation cap per decode: 50 MP × 4 channels × 16 bit, with slack.
 const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
 
 fn decode_with_image_crate(
     source: &[u8],
     format: ImageFormat,
-) -> Result<(DynamicImage, Option<Vec<u8>>, u8), EngineError> {
+) -> Result<(DynamicImage, Embedded), EngineError> {
     let corrupt = |e: image::ImageError| EngineError::corrupt(format, e);
     let mut decoder = reader(source, format)?.into_decoder().map_err(corrupt)?;
     // Broken metadata must not cost the image: browsers show it too.
     let icc = decoder.icc_profile().ok().flatten();
-    let orientation = decoder
-        .exif_metadata()
-        .ok()
-        .flatten()
-        .map_or(1, |exif| super::metadata::orientation(&exif));
+    let exif = decoder.exif_metadata().ok().flatten();
     let image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
-    Ok((image, icc, orientation))
+    Ok((image, Embedded { icc, exif }))
 }
 
 fn decode_animation(
@@ -141,17 +148,18 @@ fn decode_animation(
 ) -> Result<Decoded, EngineError> {
     let corrupt = |e: image::ImageError| EngineError::corrupt(format, e);
     let cursor = Cursor::new(source);
-    let (frames, loop_count, icc) = match format {
+    let (frames, loop_count, icc, exif) = match format {
         ImageFormat::Gif => {
             let decoder = image::codecs::gif::GifDecoder::new(cursor).map_err(corrupt)?;
             let loops = decoder.loop_count();
-            (decoder.into_frames(), loops, None)
+            (decoder.into_frames(), loops, None, None)
         }
         _ => {
             let mut decoder = image::codecs::webp::WebPDecoder::new(cursor).map_err(corrupt)?;
             let icc = decoder.icc_profile().ok().flatten();
+            let exif = decoder.exif_metadata().ok().flatten();
             let loops = decoder.loop_count();
-            (decoder.into_frames(), loops, icc)
+            (decoder.into_frames(), loops, icc, exif)
         }
     };
     let mut images = Vec::new();
@@ -173,6 +181,7 @@ fn decode_animation(
         },
         icc,
         orientation: 1,
+        exif,
         shrink: 1,
         has_alpha: false,
     })
@@ -190,6 +199,7 @@ fn decode_avif(source: &[u8]) -> Result<Decoded, EngineError> {
         loop_count: 0,
         icc: None,
         orientation: 1,
+        exif: None,
         shrink: 1,
         has_alpha: false,
     })
