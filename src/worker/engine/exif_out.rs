@@ -374,6 +374,28 @@ mod tests {
         assert_eq!(text(&exif, Tag::Artist).unwrap(), b"Someone");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// A camera block with bytes overwritten anywhere: no panic, and whatever is
+        /// written parses back and fits the cap.
+        #[test]
+        fn damaged_blocks_never_panic(
+            damage in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..8),
+            strip in proptest::prelude::any::<bool>(),
+        ) {
+            let mut block = source();
+            for (at, byte) in damage {
+                let at = at % block.len();
+                block[at] = byte;
+            }
+            if let ResultExif::Write(out) = for_result(Some(&block), &po(strip, true), &JPEG) {
+                proptest::prop_assert!(out.len() <= MAX_EXIF_BYTES);
+                proptest::prop_assert!(Reader::new().read_raw(out).is_ok());
+            }
+        }
+    }
+
     #[test]
     fn oversized_blocks_are_left_out() {
         let note = Field {
