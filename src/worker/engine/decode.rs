@@ -23,7 +23,8 @@ pub struct Decoded {
     /// EXIF orientation 1..=8 (1 when absent or unreadable).
     pub orientation: u8,
     /// The source's EXIF as a TIFF structure, unparsed: [`super::exif_out`] decides what
-    /// the result keeps of it. None for AVIF and GIF sources.
+    /// the result keeps of it. None also when the decoder doesn't expose it (AVIF, GIF,
+    /// TIFF, BMP, ICO sources).
     pub exif: Option<Vec<u8>>,
     /// The JPEG DCT scale denominator actually used (1 = full size).
     pub shrink: u32,
