@@ -1082,3 +1082,263 @@ fn huge_and_broken_svgs_are_422() {
         }
     }
 }
+
+// === metadata ===
+
+/// The formats a result carries EXIF in (AVIF, GIF, BMP, TIFF and ICO results carry none).
+const EXIF_FORMATS: [ImageFormat; 3] = [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp];
+
+fn ascii_field(tag: exif::Tag, text: &str) -> exif::Field {
+    exif::Field {
+        tag,
+        ifd_num: exif::In::PRIMARY,
+        value: exif::Value::Ascii(vec![text.as_bytes().to_vec()]),
+    }
+}
+
+/// EXIF as a camera writes it: Copyright "© Test", Artist "Someone", Make "Cam", the given
+/// Orientation, and an embedded thumbnail (IFD1).
+fn camera_exif(orientation: u16) -> Vec<u8> {
+    use exif::{In, Tag, Value};
+    let fields = [
+        ascii_field(Tag::Copyright, "© Test"),
+        ascii_field(Tag::Artist, "Someone"),
+        ascii_field(Tag::Make, "Cam"),
+        exif::Field {
+            tag: Tag::Orientation,
+            ifd_num: In::PRIMARY,
+            value: Value::Short(vec![orientation]),
+        },
+        exif::Field {
+            tag: Tag::Compression,
+            ifd_num: In::THUMBNAIL,
+            value: Value::Short(vec![6]),
+        },
+    ];
+    let thumbnail = jpeg(&card(8, 4), 80);
+    let mut writer = exif::experimental::Writer::new();
+    for field in &fields {
+        writer.push_field(field);
+    }
+    writer.set_jpeg(&thumbnail, In::THUMBNAIL);
+    let mut out = Cursor::new(Vec::new());
+    writer.write(&mut out, false).expect("fixture EXIF writes");
+    out.into_inner()
+}
+
+/// Encodes with the `image` crate's encoder for `format`, carrying `exif`.
+fn encode_with_exif(image: &RgbImage, format: Fmt, exif: &[u8]) -> Vec<u8> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    let (w, h, raw) = (image.width(), image.height(), image.as_raw());
+    let color = image::ExtendedColorType::Rgb8;
+    let written = match format {
+        Fmt::Jpeg => {
+            let mut e = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
+            e.set_exif_metadata(exif.to_vec()).unwrap();
+            e.write_image(raw, w, h, color)
+        }
+        Fmt::Png => {
+            let mut e = image::codecs::png::PngEncoder::new(&mut out);
+            e.set_exif_metadata(exif.to_vec()).unwrap();
+            e.write_image(raw, w, h, color)
+        }
+        _ => {
+            let mut e = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            e.set_exif_metadata(exif.to_vec()).unwrap();
+            e.write_image(raw, w, h, color)
+        }
+    };
+    written.expect("test fixture encodes");
+    out
+}
+
+/// A landscape 64×32 JPEG whose EXIF (see [`camera_exif`]) says "turn 90° clockwise".
+fn camera_jpeg() -> Vec<u8> {
+    encode_with_exif(&card(64, 32), Fmt::Jpeg, &camera_exif(6))
+}
+
+/// The EXIF the `image` crate's decoder finds in a result, parsed; checks the result still
+/// decodes, and that no EXIF container marker is left when there is none.
+fn exif_of(bytes: &[u8]) -> Option<exif::Exif> {
+    use image::ImageDecoder;
+    decode(bytes);
+    let mut decoder = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .unwrap()
+        .into_decoder()
+        .unwrap();
+    let Some(raw) = decoder.exif_metadata().expect("metadata reads") else {
+        for marker in [&b"Exif\0\0"[..], b"eXIf", b"EXIF"] {
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker),
+                "{marker:?} left in a result without EXIF"
+            );
+        }
+        return None;
+    };
+    Some(
+        exif::Reader::new()
+            .read_raw(raw)
+            .expect("the result's EXIF parses"),
+    )
+}
+
+fn exif_text(exif: &exif::Exif, tag: exif::Tag) -> Option<String> {
+    match &exif.get_field(tag, exif::In::PRIMARY)?.value {
+        exif::Value::Ascii(strings) => Some(String::from_utf8_lossy(strings.first()?).into()),
+        _ => None,
+    }
+}
+
+fn metadata_opts(strip_metadata: bool, keep_copyright: bool) -> ProcessingOptions {
+    let mut po = options();
+    po.strip_metadata = strip_metadata;
+    po.keep_copyright = keep_copyright;
+    po
+}
+
+/// Defaults (`strip_metadata` and `keep_copyright` on): the source's Copyright and Artist,
+/// and only those, reach JPEG, PNG and WebP results.
+#[test]
+fn default_results_keep_only_copyright_and_artist() {
+    let source = camera_jpeg();
+    for format in EXIF_FORMATS {
+        let out = run(&source, &options(), Some(format));
+        let exif = exif_of(&out.bytes).unwrap_or_else(|| panic!("{format:?}: no EXIF"));
+        assert_eq!(
+            exif_text(&exif, exif::Tag::Copyright).as_deref(),
+            Some("© Test")
+        );
+        assert_eq!(
+            exif_text(&exif, exif::Tag::Artist).as_deref(),
+            Some("Someone")
+        );
+        assert_eq!(exif_text(&exif, exif::Tag::Make), None, "{format:?}");
+        assert_eq!(exif.fields().count(), 2, "{format:?}: only the two tags");
+    }
+}
+
+/// `kcr:0` with stripping on: no EXIF at all.
+#[test]
+fn keep_copyright_off_strips_all_exif() {
+    let source = camera_jpeg();
+    for format in EXIF_FORMATS {
+        let out = run(&source, &metadata_opts(true, false), Some(format));
+        assert!(exif_of(&out.bytes).is_none(), "{format:?}");
+    }
+}
+
+/// `sm:0`: the source's EXIF is kept, but the pixels were turned upright, so the
+/// Orientation says 1 (else viewers turn them again); the stale thumbnail is gone.
+#[test]
+fn strip_metadata_off_keeps_exif_with_orientation_reset() {
+    let source = camera_jpeg();
+    for format in EXIF_FORMATS {
+        let out = run(&source, &metadata_opts(false, true), Some(format));
+        let image = decode(&out.bytes);
+        assert_eq!(
+            (image.width(), image.height()),
+            (32, 64),
+            "{format:?}: portrait"
+        );
+        // Turned clockwise: the source's bottom-left corner is now top-left.
+        assert_near(
+            pixel(&image, 4, 4),
+            BLUE,
+            30,
+            &format!("{format:?} top-left"),
+        );
+        let exif = exif_of(&out.bytes).unwrap_or_else(|| panic!("{format:?}: no EXIF"));
+        assert_eq!(exif_text(&exif, exif::Tag::Make).as_deref(), Some("Cam"));
+        assert_eq!(
+            exif_text(&exif, exif::Tag::Copyright).as_deref(),
+            Some("© Test")
+        );
+        let orientation = exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY);
+        assert_eq!(
+            orientation.and_then(|f| f.value.get_uint(0)),
+            Some(1),
+            "{format:?}"
+        );
+        assert!(
+            exif.fields().all(|f| f.ifd_num == exif::In::PRIMARY),
+            "{format:?}: thumbnail IFD dropped"
+        );
+    }
+}
+
+/// `sm:0` with `auto_rotate:false`: the pixels stay as stored, so the Orientation stays
+/// for the viewer to apply.
+#[test]
+fn unrotated_results_keep_the_orientation() {
+    let mut po = metadata_opts(false, true);
+    po.auto_rotate = false;
+    let out = run(&camera_jpeg(), &po, Some(ImageFormat::Jpeg));
+    let image = decode(&out.bytes);
+    assert_eq!((image.width(), image.height()), (64, 32));
+    let exif = exif_of(&out.bytes).expect("EXIF kept");
+    let orientation = exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY);
+    assert_eq!(orientation.and_then(|f| f.value.get_uint(0)), Some(6));
+}
+
+/// EXIF in PNG (`eXIf`) and WebP (`EXIF`) sources is read too.
+#[test]
+fn png_and_webp_sources_carry_their_exif() {
+    for source_format in [Fmt::Png, Fmt::WebP] {
+        let source = encode_with_exif(&card(64, 32), source_format, &camera_exif(6));
+        let out = run(&source, &options(), Some(ImageFormat::Jpeg));
+        let exif = exif_of(&out.bytes).unwrap_or_else(|| panic!("{source_format:?}: no EXIF"));
+        assert_eq!(
+            exif_text(&exif, exif::Tag::Artist).as_deref(),
+            Some("Someone")
+        );
+    }
+}
+
+/// A source without EXIF gives results without EXIF, whatever the options.
+#[test]
+fn sources_without_exif_give_results_without_exif() {
+    let sources = [
+        jpeg(&card(64, 32), 90),
+        encode_with(&DynamicImage::ImageRgb8(card(64, 32)), Fmt::Png),
+    ];
+    for source in &sources {
+        for (sm, kcr) in [(true, true), (true, false), (false, true), (false, false)] {
+            for format in EXIF_FORMATS {
+                let out = run(source, &metadata_opts(sm, kcr), Some(format));
+                assert!(
+                    exif_of(&out.bytes).is_none(),
+                    "sm {sm} kcr {kcr} {format:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Broken EXIF costs the metadata, never the job.
+#[test]
+fn broken_exif_does_not_fail_the_job() {
+    let pixels = jpeg(&card(64, 32), 90);
+    let broken: [&[u8]; 4] = [
+        b"garbage",
+        b"MM\0*",
+        b"MM\0*\x7f\xff\xff\xff",
+        b"II*\0\x08\0\0\0\xff\xff",
+    ];
+    for exif in broken {
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(exif);
+        let mut source = pixels[..2].to_vec();
+        source.extend([0xFF, 0xE1]);
+        source.extend(u16::try_from(app1.len() + 2).unwrap().to_be_bytes());
+        source.extend(app1);
+        source.extend(&pixels[2..]);
+        for (sm, kcr) in [(true, true), (false, true)] {
+            for format in EXIF_FORMATS {
+                let out = run(&source, &metadata_opts(sm, kcr), Some(format));
+                assert!(exif_of(&out.bytes).is_none(), "{exif:?} sm {sm} {format:?}");
+            }
+        }
+    }
+}

@@ -345,11 +345,15 @@ pub const SETTINGS: &[Setting] = &[
         "webp=79,avif=63,jxl=77",
         "Per-format default quality.",
     ),
-    yes("IMGPROXY_STRIP_METADATA", "true", "Strip EXIF/XMP/IPTC."),
-    yes(
+    partial(
+        "IMGPROXY_STRIP_METADATA",
+        "true",
+        "Strip EXIF/XMP/IPTC. `false` keeps the source's EXIF (Orientation 1 once auto-rotated, no thumbnail) in JPEG, PNG and WebP results; XMP and IPTC are never kept.",
+    ),
+    partial(
         "IMGPROXY_KEEP_COPYRIGHT",
         "true",
-        "Keep the copyright when stripping metadata.",
+        "When stripping, keep the source's EXIF Copyright and Artist (JPEG, PNG, WebP results); IPTC/XMP copyright is not kept.",
     ),
     yes(
         "IMGPROXY_STRIP_COLOR_PROFILE",

@@ -23,6 +23,10 @@ pub struct Decoded {
     pub icc: Option<Vec<u8>>,
     /// EXIF orientation 1..=8 (1 when absent or unreadable).
     pub orientation: u8,
+    /// The source's EXIF as a TIFF structure, unparsed: [`super::exif_out`] decides what
+    /// the result keeps of it. None also when the decoder doesn't expose it (AVIF, GIF,
+    /// TIFF, BMP, ICO sources).
+    pub exif: Option<Vec<u8>>,
     /// The source has an alpha channel (even if every pixel is opaque): imgproxy picks
     /// the result format from this.
     pub has_alpha: bool,
@@ -38,6 +42,7 @@ impl Decoded {
             loop_count: 0,
             icc: None,
             orientation: 1,
+            exif: None,
             has_alpha,
         }
     }
@@ -102,45 +107,48 @@ fn decode_jpeg(source: &[u8], shrink: u32) -> Result<Decoded, EngineError> {
         loop_count: 0,
         icc: segments.icc,
         orientation,
+        exif: segments.exif.map(<[u8]>::to_vec),
         has_alpha: false,
     })
 }
 
 fn decode_webp(source: &[u8], preshrink: f64) -> Result<Decoded, EngineError> {
-    let (icc, orientation) = webp_metadata(source);
+    let Embedded { icc, exif } = webp_metadata(source);
     Ok(Decoded {
         frames: vec![super::webp::decode(source, preshrink)?],
         delays: Vec::new(),
         loop_count: 0,
         icc,
-        orientation,
+        orientation: exif.as_deref().map_or(1, super::metadata::orientation),
+        exif,
         has_alpha: false,
     })
 }
 
-/// The ICC profile and EXIF orientation of a WebP, read from its container chunks without
-/// decoding pixels. Broken metadata counts as absent.
-pub(crate) fn webp_metadata(source: &[u8]) -> (Option<Vec<u8>>, u8) {
+/// The ICC profile and EXIF of a WebP, read from its container chunks without decoding
+/// pixels. Broken metadata counts as absent.
+pub(crate) fn webp_metadata(source: &[u8]) -> Embedded {
     let Ok(mut decoder) = image::codecs::webp::WebPDecoder::new(Cursor::new(source)) else {
-        return (None, 1);
+        return Embedded {
+            icc: None,
+            exif: None,
+        };
     };
-    let icc = decoder.icc_profile().ok().flatten();
-    let orientation = decoder
-        .exif_metadata()
-        .ok()
-        .flatten()
-        .map_or(1, |exif| super::metadata::orientation(&exif));
-    (icc, orientation)
+    Embedded {
+        icc: decoder.icc_profile().ok().flatten(),
+        exif: decoder.exif_metadata().ok().flatten(),
+    }
 }
 
 fn decode_still(source: &[u8], format: ImageFormat) -> Result<Decoded, EngineError> {
-    let (image, icc, orientation) = decode_with_image_crate(source, format)?;
+    let (image, Embedded { icc, exif }) = decode_with_image_crate(source, format)?;
     Ok(Decoded {
         frames: vec![image],
         delays: Vec::new(),
         loop_count: 0,
         icc,
-        orientation,
+        orientation: exif.as_deref().map_or(1, super::metadata::orientation),
+        exif,
         has_alpha: false,
     })
 }
@@ -155,24 +163,26 @@ fn reader(source: &[u8], format: ImageFormat) -> Result<ImageReader<Cursor<&[u8]
     Ok(reader)
 }
 
+/// The metadata blocks a decoder found besides the pixels.
+pub(crate) struct Embedded {
+    pub icc: Option<Vec<u8>>,
+    pub exif: Option<Vec<u8>>,
+}
+
 /// The `image` crate's allocation cap per decode: 50 MP × 4 channels × 16 bit, with slack.
 const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
 
 fn decode_with_image_crate(
     source: &[u8],
     format: ImageFormat,
-) -> Result<(DynamicImage, Option<Vec<u8>>, u8), EngineError> {
+) -> Result<(DynamicImage, Embedded), EngineError> {
     let corrupt = |e: image::ImageError| EngineError::corrupt(format, e);
     let mut decoder = reader(source, format)?.into_decoder().map_err(corrupt)?;
     // Broken metadata must not cost the image: browsers show it too.
     let icc = decoder.icc_profile().ok().flatten();
-    let orientation = decoder
-        .exif_metadata()
-        .ok()
-        .flatten()
-        .map_or(1, |exif| super::metadata::orientation(&exif));
+    let exif = decoder.exif_metadata().ok().flatten();
     let image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
-    Ok((image, icc, orientation))
+    Ok((image, Embedded { icc, exif }))
 }
 
 fn decode_animation(
@@ -182,17 +192,18 @@ fn decode_animation(
 ) -> Result<Decoded, EngineError> {
     let corrupt = |e: image::ImageError| EngineError::corrupt(format, e);
     let cursor = Cursor::new(source);
-    let (frames, loop_count, icc) = match format {
+    let (frames, loop_count, icc, exif) = match format {
         ImageFormat::Gif => {
             let decoder = image::codecs::gif::GifDecoder::new(cursor).map_err(corrupt)?;
             let loops = decoder.loop_count();
-            (decoder.into_frames(), loops, None)
+            (decoder.into_frames(), loops, None, None)
         }
         _ => {
             let mut decoder = image::codecs::webp::WebPDecoder::new(cursor).map_err(corrupt)?;
             let icc = decoder.icc_profile().ok().flatten();
+            let exif = decoder.exif_metadata().ok().flatten();
             let loops = decoder.loop_count();
-            (decoder.into_frames(), loops, icc)
+            (decoder.into_frames(), loops, icc, exif)
         }
     };
     let mut images = Vec::new();
@@ -214,6 +225,7 @@ fn decode_animation(
         },
         icc,
         orientation: 1,
+        exif,
         has_alpha: false,
     })
 }
@@ -230,6 +242,7 @@ fn decode_avif(source: &[u8]) -> Result<Decoded, EngineError> {
         loop_count: 0,
         icc: None,
         orientation: 1,
+        exif: None,
         has_alpha: false,
     })
 }

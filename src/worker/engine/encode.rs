@@ -1,6 +1,8 @@
 //! Pixels → bytes in the result format: libjpeg-turbo for JPEG, libwebp for WebP, libaom
 //! (through libavif) for AVIF, the `image` crate's encoders for PNG, GIF, BMP, TIFF, ICO.
 //! Also `max_bytes`: re-encode at lower quality until the result fits, as imgproxy does.
+//! The EXIF block [`super::exif_out`] chose goes into JPEG, PNG and WebP results (counted
+//! against `max_bytes`, as in imgproxy).
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -27,6 +29,9 @@ pub struct EncodeParams {
     pub delays: Vec<Duration>,
     /// 0 = forever.
     pub loop_count: u16,
+    /// TIFF-structured EXIF for the result (see [`super::exif_out`]); ignored by formats
+    /// that don't carry it.
+    pub exif: Option<Vec<u8>>,
 }
 
 /// Whether `format` has a quality knob (and so honours `max_bytes`).
@@ -96,12 +101,27 @@ fn encode(
     let first = frames
         .first()
         .ok_or_else(|| EngineError::encode(format, "no frames"))?;
+    let exif = params.exif.as_deref();
     match format {
-        ImageFormat::Jpeg => jpeg(first, quality),
-        ImageFormat::Webp if frames.len() > 1 => webp_animated(frames, quality, params),
-        ImageFormat::Webp => webp(first, quality),
+        ImageFormat::Jpeg => {
+            let bytes = jpeg(first, quality)?;
+            Ok(match exif {
+                Some(exif) => super::embed::jpeg(bytes, exif),
+                None => bytes,
+            })
+        }
+        ImageFormat::Webp => {
+            let bytes = if frames.len() > 1 {
+                webp_animated(frames, quality, params)?
+            } else {
+                webp(first, quality)?
+            };
+            Ok(exif
+                .and_then(|exif| super::embed::webp(&bytes, exif))
+                .unwrap_or(bytes))
+        }
         ImageFormat::Avif => avif(first, quality),
-        ImageFormat::Png => png(first),
+        ImageFormat::Png => png(first, exif),
         ImageFormat::Gif => gif(frames, params),
         ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::Ico => with_image_crate(first, format),
         other => Err(EngineError::UnsupportedOutput(other)),
@@ -270,11 +290,16 @@ fn avif(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, EngineError> {
     Ok(data.to_vec())
 }
 
-fn png(image: &DynamicImage) -> Result<Vec<u8>, EngineError> {
+fn png(image: &DynamicImage, exif: Option<&[u8]>) -> Result<Vec<u8>, EngineError> {
     let mut out = Vec::new();
     // zlib level 6 with adaptive filtering is what libvips writes for imgproxy.
-    let encoder =
+    let mut encoder =
         PngEncoder::new_with_quality(&mut out, CompressionType::Default, FilterType::Adaptive);
+    if let Some(exif) = exif {
+        // An `eXIf` chunk before the image data. The PNG encoder accepts EXIF; were it
+        // ever refused, the result would go out without (metadata never costs a result).
+        let _ = encoder.set_exif_metadata(exif.to_vec());
+    }
     encoder
         .write_image(
             image.as_bytes(),

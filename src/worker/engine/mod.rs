@@ -15,13 +15,18 @@
 //! - [`ops`]: pure pixel operations on `RgbaImage` (gravity crop, smart crop, extend, pad,
 //!   trim, effects, flatten, watermark) with imgproxy's placement rules.
 //! - [`format`]: which format the result is written in.
-//! - [`encode`]: the encoders, quality and `max_bytes`.
+//! - [`exif_out`]: which of the source's EXIF the result keeps (`strip_metadata`,
+//!   `keep_copyright`), written back as a TIFF block.
+//! - [`encode`]: the encoders, quality and `max_bytes`; [`embed`] puts the EXIF block into
+//!   JPEG and WebP results.
 //! - [`error`]: [`EngineError`] and its HTTP status.
 
 pub mod color;
 pub mod decode;
+pub mod embed;
 pub mod encode;
 pub mod error;
+pub mod exif_out;
 pub mod format;
 pub mod geometry;
 pub mod jpeg;

@@ -7,7 +7,7 @@ use super::decode::{self, Decoded};
 use super::encode::{self, EncodeParams};
 use super::format::{self, FormatInputs};
 use super::geometry::{self, Plan};
-use super::{EngineConfig, EngineError, Job, Processed, SourceInfo, ops, probe};
+use super::{EngineConfig, EngineError, Job, Processed, SourceInfo, exif_out, ops, probe};
 use crate::worker::options::{
     Color, Flip, ImageFormat, Padding, ProcessingOptions, Rotate, Watermark,
 };
@@ -68,6 +68,7 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
         delays,
         loop_count,
         icc,
+        exif,
         ..
     } = decoded;
     if !format::supports_animation(out_format) {
@@ -107,11 +108,28 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
         };
     }
 
+    let exif = exif_out::for_result(
+        exif.as_deref(),
+        po,
+        &exif_out::ResultImage {
+            format: out_format,
+            width,
+            height,
+            turned: orientation != 1
+                || po.rotate != Rotate::R0
+                || po.flip.horizontal
+                || po.flip.vertical,
+        },
+    );
+    if let exif_out::ResultExif::Omit(why) = &exif {
+        tracing::debug!(?why, "result carries no EXIF");
+    }
     let params = EncodeParams {
         format: out_format,
         quality: po.quality_for(out_format, &config.defaults),
         delays: if images.len() > 1 { delays } else { Vec::new() },
         loop_count,
+        exif: exif.into_block(),
     };
     let bytes = encode::encode_fitting(&images, &params, po.max_bytes)?;
     Ok(Processed {
@@ -130,7 +148,9 @@ fn preshrink(source: &[u8], info: &SourceInfo, po: &ProcessingOptions) -> f64 {
         ImageFormat::Jpeg => super::jpeg::segments(source)
             .exif
             .map_or(1, super::metadata::orientation),
-        ImageFormat::Webp if info.frames <= 1 => decode::webp_metadata(source).1,
+        ImageFormat::Webp if info.frames <= 1 => decode::webp_metadata(source)
+            .exif
+            .map_or(1, |exif| super::metadata::orientation(&exif)),
         _ => return 1.0,
     };
     let orientation = effective_orientation(po, stored_orientation);
