@@ -103,30 +103,6 @@ struct LogInterval {
 /// The shortest time between two "queue full" lines.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The nice value of the upload thread (0 = the process's own, 19 = the lowest priority).
-/// When the CPU is saturated, client requests win over uploads: the queue then fills and
-/// drops results (counted) instead of clients slowing down. An idle CPU runs both alike.
-pub const UPLOAD_THREAD_NICE: i32 = 10;
-
-/// Lowers the calling thread's CPU priority to [`UPLOAD_THREAD_NICE`]. Linux keeps a nice
-/// value per thread; elsewhere, or if refused, uploads keep the normal priority.
-fn lower_thread_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain syscalls on the calling thread's own id; no memory is involved.
-        let result = unsafe {
-            let tid = libc::gettid() as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, UPLOAD_THREAD_NICE)
-        };
-        if result != 0 {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "uploads keep the normal CPU priority"
-            );
-        }
-    }
-}
-
 impl LogInterval {
     fn new() -> LogInterval {
         LogInterval {
@@ -149,9 +125,11 @@ impl LogInterval {
 
 /// The background half: the dispatcher and the uploads it started, on a runtime of their own.
 pub struct Uploader {
-    /// One worker thread at a lower CPU priority: upload CPU work (hashing, request signing,
-    /// TLS) never runs on the threads that serve clients, never takes more than one core,
-    /// and yields to them when the CPU is short.
+    /// One worker thread: upload CPU work (hashing, request signing, TLS) never runs on the
+    /// threads that serve clients, and never takes more than one core. It runs at the
+    /// normal priority on purpose: a stored result is what takes load off the next request,
+    /// so shedding uploads when the CPU is busy would keep it busy (measured: at nice 10,
+    /// 4–10 % of results were stored under full load).
     runtime: Option<tokio::runtime::Runtime>,
     dispatcher: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
@@ -220,7 +198,6 @@ impl UploadQueue {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("upload")
-            .on_thread_start(lower_thread_priority)
             .enable_all()
             .build()
             .expect("a one-thread runtime can be built whenever the process can start threads");
