@@ -403,6 +403,61 @@ fn alpha_survives_where_the_format_allows() {
 
 // === limits and broken input ===
 
+/// Results are bounded like sources: enlarging, extending or padding past
+/// `IMGPROXY_MAX_SRC_RESOLUTION` in area, or past `IMGPROXY_MAX_RESULT_DIMENSION` on a side, is
+/// a quick 422 before any pixel of the result exists; results within the limits are made.
+#[test]
+fn results_are_bounded_like_sources() {
+    let png = encode_with(&DynamicImage::ImageRgb8(card(100, 100)), Fmt::Png);
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="red"/></svg>"#;
+    let mut enlarged = resize_opts(ResizingType::Fit, 20_000, 20_000);
+    enlarged.enlarge = true;
+    let mut padded = options();
+    padded.padding.top = 4000;
+    padded.padding.right = 4000;
+    padded.padding.bottom = 4000;
+    padded.padding.left = 4000;
+    let config = EngineConfig::default();
+    for (source, po, what) in [
+        (&png[..], &enlarged, "enlarged PNG"),
+        (
+            &svg[..],
+            &resize_opts(ResizingType::Fit, 20_000, 20_000),
+            "vector",
+        ),
+        (&png[..], &padded, "padding"),
+    ] {
+        let started = std::time::Instant::now();
+        let err = run_with(source, po, Some(ImageFormat::Png), &config).unwrap_err();
+        assert!(
+            matches!(err, EngineError::ResultTooBig { .. }),
+            "{what}: {err}"
+        );
+        assert_eq!(err.status(), 422, "{what}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{what}"
+        );
+    }
+
+    // Within the area limit: made, at the asked size.
+    let mut fine = resize_opts(ResizingType::Fit, 2000, 2000);
+    fine.enlarge = true;
+    let out = decode(&run(&png, &fine, Some(ImageFormat::Png)).bytes);
+    assert_eq!((out.width(), out.height()), (2000, 2000));
+
+    // A per-side limit.
+    let sided = EngineConfig {
+        max_result_dimension: 1500,
+        ..EngineConfig::default()
+    };
+    let err = run_with(&png, &fine, Some(ImageFormat::Png), &sided).unwrap_err();
+    assert!(matches!(err, EngineError::ResultTooBig { .. }), "{err}");
+    let mut ok = resize_opts(ResizingType::Fit, 1500, 0);
+    ok.enlarge = true;
+    assert!(run_with(&png, &ok, Some(ImageFormat::Png), &sided).is_ok());
+}
+
 /// A header claiming 60 MP is refused from the header alone.
 #[test]
 fn resolution_limit_is_enforced_before_decoding() {

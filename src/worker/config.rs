@@ -56,6 +56,9 @@ pub const DEFAULT_MAX_ANIMATION_FRAMES: u32 = 1;
 /// `IMGPROXY_MAX_ANIMATION_FRAME_RESOLUTION`: megapixels per frame of an animation; 0 checks
 /// the whole animation against `IMGPROXY_MAX_SRC_RESOLUTION` instead.
 pub const DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION_MP: f64 = 0.0;
+/// `IMGPROXY_MAX_RESULT_DIMENSION`: pixels a result may have on either side; 0 = no per-side
+/// limit (the result's area is still capped by `IMGPROXY_MAX_SRC_RESOLUTION`).
+pub const DEFAULT_MAX_RESULT_DIMENSION: u32 = 0;
 /// `IMGPROXY_MAX_REDIRECTS`: redirects followed per source download.
 pub const DEFAULT_MAX_REDIRECTS: usize = 10;
 /// `IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES`: sources on 127.0.0.0/8, ::1 or 0.0.0.0.
@@ -253,10 +256,15 @@ pub const SETTINGS: &[Setting] = &[
         "false",
         "The last segment of a base64 source is a file name.",
     ),
-    yes(
+    partial(
         "IMGPROXY_MAX_SRC_RESOLUTION",
         "50",
-        "Megapixels a source may have, checked from its header (422).",
+        "Megapixels a source may have, checked from its header (422); results may not be larger either.",
+    ),
+    yes(
+        "IMGPROXY_MAX_RESULT_DIMENSION",
+        "0",
+        "Pixels a result may have on either side (422 past it); 0 = no per-side limit.",
     ),
     partial(
         "IMGPROXY_MAX_SRC_FILE_SIZE",
@@ -458,6 +466,7 @@ struct Env {
     imgproxy_base_url: Option<String>,
     imgproxy_base64_url_includes_filename: Option<String>,
     imgproxy_max_src_resolution: Option<String>,
+    imgproxy_max_result_dimension: Option<String>,
     imgproxy_max_src_file_size: Option<String>,
     imgproxy_max_animation_frames: Option<String>,
     imgproxy_max_animation_frame_resolution: Option<String>,
@@ -598,6 +607,7 @@ impl std::fmt::Debug for S3SourceConfig {
 #[derive(Debug, Clone)]
 pub struct ProcessingConfig {
     pub max_src_resolution_mp: f64,
+    pub max_result_dimension: u32,
     pub max_animation_frames: u32,
     pub max_animation_frame_resolution_mp: f64,
     pub auto_webp: bool,
@@ -1066,6 +1076,11 @@ impl Env {
         };
         Ok(ProcessingConfig {
             max_src_resolution_mp,
+            max_result_dimension: number(
+                "IMGPROXY_MAX_RESULT_DIMENSION",
+                &self.imgproxy_max_result_dimension,
+                DEFAULT_MAX_RESULT_DIMENSION,
+            )?,
             max_animation_frames,
             max_animation_frame_resolution_mp: megapixels(
                 "IMGPROXY_MAX_ANIMATION_FRAME_RESOLUTION",

@@ -51,6 +51,7 @@ pub fn engine_config(processing: &ProcessingConfig, defaults: &Defaults) -> Engi
         max_src_resolution: processing.max_src_resolution_mp,
         max_animation_frames: processing.max_animation_frames,
         max_animation_frame_resolution: processing.max_animation_frame_resolution_mp,
+        max_result_dimension: processing.max_result_dimension,
         auto_webp: processing.auto_webp,
         enforce_webp: processing.enforce_webp,
         auto_avif: processing.auto_avif,

@@ -9,6 +9,15 @@ pub enum EngineError {
     /// The source's resolution (all frames counted) exceeds `IMGPROXY_MAX_SRC_RESOLUTION`.
     #[error("source image resolution is too big: {megapixels:.1} MP > {limit} MP")]
     SourceTooBig { megapixels: f64, limit: f64 },
+    /// The result would pass `IMGPROXY_MAX_RESULT_DIMENSION` or, in area,
+    /// `IMGPROXY_MAX_SRC_RESOLUTION` (found from the plan, before any pixel is made).
+    #[error("result image is too big: {width}x{height} × {frames} frame(s) ({limit})")]
+    ResultTooBig {
+        width: u64,
+        height: u64,
+        frames: u32,
+        limit: String,
+    },
     /// One frame of an animation exceeds `IMGPROXY_MAX_ANIMATION_FRAME_RESOLUTION`.
     #[error("source image frame resolution is too big: {megapixels:.1} MP > {limit} MP")]
     FrameTooBig { megapixels: f64, limit: f64 },
@@ -46,6 +55,7 @@ impl EngineError {
         match self {
             Self::Encode { .. } | Self::Internal(_) => 500,
             Self::SourceTooBig { .. }
+            | Self::ResultTooBig { .. }
             | Self::FrameTooBig { .. }
             | Self::TooManyFrames { .. }
             | Self::UnsupportedSource

@@ -47,6 +47,11 @@ use crate::worker::options::{Defaults, ImageFormat, ProcessingOptions};
 
 /// `IMGPROXY_MAX_SRC_RESOLUTION`: megapixels a source may have (all loaded frames counted).
 pub const DEFAULT_MAX_SRC_RESOLUTION: f64 = 50.0;
+/// `IMGPROXY_MAX_RESULT_DIMENSION`: pixels a result may have on either side; 0 = no per-side
+/// limit. Whatever it is, a result's area (canvas, frames counted) may not pass
+/// `max_src_resolution`: what may not be decoded may not be produced by enlarging either.
+pub const DEFAULT_MAX_RESULT_DIMENSION: u32 = 0;
+
 /// `IMGPROXY_MAX_ANIMATION_FRAMES`: frames of an animation that are processed; 1 turns
 /// animations into stills (their first frame).
 pub const DEFAULT_MAX_ANIMATION_FRAMES: u32 = 1;
@@ -64,6 +69,8 @@ pub struct EngineConfig {
     pub defaults: Defaults,
     /// See [`DEFAULT_MAX_SRC_RESOLUTION`].
     pub max_src_resolution: f64,
+    /// See [`DEFAULT_MAX_RESULT_DIMENSION`].
+    pub max_result_dimension: u32,
     /// See [`DEFAULT_MAX_ANIMATION_FRAMES`].
     pub max_animation_frames: u32,
     /// See [`DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION`].
@@ -89,6 +96,7 @@ impl Default for EngineConfig {
         Self {
             defaults: Defaults::default(),
             max_src_resolution: DEFAULT_MAX_SRC_RESOLUTION,
+            max_result_dimension: DEFAULT_MAX_RESULT_DIMENSION,
             max_animation_frames: DEFAULT_MAX_ANIMATION_FRAMES,
             max_animation_frame_resolution: DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION,
             auto_webp: false,

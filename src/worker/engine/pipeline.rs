@@ -45,6 +45,7 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
     let orientation = effective_orientation(po, decoded.orientation);
     let (src_w, src_h) = oriented_size(info.width, info.height, orientation, po.rotate);
     let plan = geometry::plan(src_w, src_h, po, vector);
+    check_result_size(&plan, po, decoded.frames.len(), config)?;
 
     let animated = decoded.frames.len() > 1;
     let expect_alpha = po.background.is_none()
@@ -205,13 +206,70 @@ fn check_resolution(
     Ok(())
 }
 
+/// Refuses a plan whose canvas (extend, padding and frames counted) would pass
+/// `IMGPROXY_MAX_RESULT_DIMENSION` or, in area, `IMGPROXY_MAX_SRC_RESOLUTION`: an enlarged
+/// or padded result is bounded like a source, before any of its pixels exist.
+pub(super) fn check_result_size(
+    plan: &Plan,
+    po: &ProcessingOptions,
+    frames: usize,
+    config: &EngineConfig,
+) -> Result<(), EngineError> {
+    let axis = |scaled: u32, crop: u32, target: u32, extend_ar: u32, padding: u32| {
+        let mut n = u64::from(if crop > 0 { crop.min(scaled) } else { scaled });
+        if po.extend.enabled {
+            n = n.max(u64::from(target));
+        }
+        n.max(u64::from(extend_ar)) + u64::from(padding)
+    };
+    let [top, right, bottom, left] = plan.padding;
+    let width = axis(
+        plan.scaled_width,
+        plan.result_crop_width,
+        plan.target_width,
+        plan.extend_ar_width,
+        right + left,
+    );
+    let height = axis(
+        plan.scaled_height,
+        plan.result_crop_height,
+        plan.target_height,
+        plan.extend_ar_height,
+        top + bottom,
+    );
+    let frames = u32::try_from(frames.max(1)).unwrap_or(u32::MAX);
+    let too_big = |limit: String| EngineError::ResultTooBig {
+        width,
+        height,
+        frames,
+        limit,
+    };
+    let side = u64::from(config.max_result_dimension);
+    if side > 0 && width.max(height) > side {
+        return Err(too_big(format!("IMGPROXY_MAX_RESULT_DIMENSION is {side}")));
+    }
+    let megapixels = (width * height) as f64 * f64::from(frames) / 1_000_000.0;
+    if megapixels > config.max_src_resolution {
+        return Err(too_big(format!(
+            "{megapixels:.1} MP > IMGPROXY_MAX_SRC_RESOLUTION {} MP",
+            config.max_src_resolution
+        )));
+    }
+    Ok(())
+}
+
 /// The EXIF orientation to apply: none when `auto_rotate` is off.
 fn effective_orientation(po: &ProcessingOptions, exif: u8) -> u8 {
     if po.auto_rotate { exif } else { 1 }
 }
 
 /// Orientations 5–8 and quarter-turn rotations swap width and height.
-fn oriented_size(width: u32, height: u32, orientation: u8, rotate: Rotate) -> (u32, u32) {
+pub(super) fn oriented_size(
+    width: u32,
+    height: u32,
+    orientation: u8,
+    rotate: Rotate,
+) -> (u32, u32) {
     let exif_quarter = matches!(orientation, 5..=8);
     let rotate_quarter = matches!(rotate, Rotate::R90 | Rotate::R270);
     if exif_quarter != rotate_quarter {

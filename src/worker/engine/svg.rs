@@ -80,6 +80,11 @@ pub fn load(
             format: ImageFormat::Svg,
         })),
         Treatment::Raster => {
+            // Vectors always enlarge: an oversized result is refused before it is rendered.
+            let po = job.options;
+            let (w, h) = super::pipeline::oriented_size(info.width, info.height, 1, po.rotate);
+            let plan = super::geometry::plan(w, h, po, true);
+            super::pipeline::check_result_size(&plan, po, 1, config)?;
             let max_pixels = config.max_src_resolution * 1_000_000.0;
             let (width, height) = render_size(info.width, info.height, job.options, max_pixels);
             let image = render(&tree, width, height)?;
