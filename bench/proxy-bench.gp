@@ -1,5 +1,5 @@
 set terminal pngcairo size 800,450
-set output '/work/main/bench/proxy-bench.png'
+set output 'bench/proxy-bench.png'
 set title 'Requests/s, 50 KB bodies (higher is better)'
 set style data histograms
 set style histogram clustered gap 1
@@ -7,4 +7,4 @@ set style fill solid 0.8
 set key top left
 set yrange [0:*]
 set grid ytics
-plot '/work/main/bench/proxy-bench.dat' using 2:xtic(1) title 'direct', '' using 3 title 'nginx proxy\_pass', '' using 4 title 'imgproxy-cache'
+plot 'bench/proxy-bench.dat' using 2:xtic(1) title 'direct', '' using 3 title 'nginx proxy\_pass', '' using 4 title 'imgproxy-cache'
