@@ -5,14 +5,15 @@
 //! 100) and goes through the normal pipeline.
 //!
 //! Parsing is `usvg`'s, and sanitising is parsing plus writing the parsed tree back with
-//! `usvg`'s own writer: the tree holds only what renders (shapes, paint, clip paths, masks,
-//! filters, `data:` images), so scripts, event handlers, `<foreignObject>`, `<style>` and
+//! `usvg`'s own writer: the tree holds only what renders (shapes, text, paint, clip paths,
+//! masks, filters, `data:` images), so scripts, event handlers, `<foreignObject>`, `<style>` and
 //! every external reference are gone by construction rather than by a block list.
 //!
-//! Nothing outside the source is ever read: `<image>` hrefs resolve only from `data:` URLs,
-//! there is no resources directory, no file system access and no font database.
-//! Limitation: without fonts `usvg` can't lay text out, so `<text>` is dropped from both the
-//! sanitised SVG and rasterised results (see docs/engine.md).
+//! Nothing the source names is ever read: `<image>` hrefs resolve only from `data:` URLs and
+//! there is no resources directory. The only files read are the machine's own fonts
+//! ([`FONTS`]), which `<text>` is laid out with: the sanitised SVG keeps it as `<text>`
+//! (not paths), and rasterised results draw it. `usvg` drops text no font can lay out, so
+//! on a machine with no fonts at all `<text>` is missing from both (see docs/engine.md).
 
 use image::{DynamicImage, RgbaImage};
 use resvg::tiny_skia;
@@ -103,10 +104,76 @@ fn parse(source: &[u8]) -> Result<usvg::Tree, EngineError> {
         .map_err(|e| corrupt(e.to_string()))
 }
 
-/// Parsing options under which no external resource is ever loaded.
+/// The machine's fonts, scanned once on first use: `fontdb`'s list of font directories
+/// (`/usr/share/fonts`, `/usr/local/share/fonts`, `~/.fonts`, `~/.local/share/fonts`), read
+/// without fontconfig. Only the faces' names are kept; a face's file is read again when text
+/// is laid out with it. Empty on a machine without fonts.
+static FONTS: std::sync::LazyLock<std::sync::Arc<fontdb::Database>> =
+    std::sync::LazyLock::new(|| {
+        let mut db = fontdb::Database::new();
+        db.load_system_fonts();
+        set_generic_families(&mut db);
+        std::sync::Arc::new(db)
+    });
+
+/// Points `serif`, `sans-serif` and `monospace` at installed fonts (and so text with no
+/// `font-family`: `usvg` sets it in Times New Roman, falling back to serif). fontdb's
+/// defaults are Windows' Times New Roman, Arial and Courier New, and without fontconfig
+/// nothing aliases them to what is installed.
+fn set_generic_families(db: &mut fontdb::Database) {
+    let installed = |names: &[&str]| {
+        names.iter().find_map(|name| {
+            db.faces()
+                .flat_map(|face| &face.families)
+                .find(|(family, _)| family.eq_ignore_ascii_case(name))
+                .map(|(family, _)| family.clone())
+        })
+    };
+    let any = db
+        .faces()
+        .find_map(|face| face.families.first())
+        .map(|(family, _)| family.clone());
+    let serif = installed(&[
+        "Times New Roman",
+        "DejaVu Serif",
+        "Liberation Serif",
+        "Noto Serif",
+        "Nimbus Roman",
+    ]);
+    let sans = installed(&[
+        "Arial",
+        "DejaVu Sans",
+        "Liberation Sans",
+        "Noto Sans",
+        "Nimbus Sans",
+    ]);
+    let mono = installed(&[
+        "Courier New",
+        "DejaVu Sans Mono",
+        "Liberation Mono",
+        "Noto Sans Mono",
+        "Nimbus Mono PS",
+    ]);
+    if let Some(family) = serif
+        .clone()
+        .or_else(|| sans.clone())
+        .or_else(|| any.clone())
+    {
+        db.set_serif_family(family);
+    }
+    if let Some(family) = sans.or(serif).or_else(|| any.clone()) {
+        db.set_sans_serif_family(family);
+    }
+    if let Some(family) = mono.or(any) {
+        db.set_monospace_family(family);
+    }
+}
+
+/// Parsing options under which nothing the source names is ever loaded.
 fn options() -> usvg::Options<'static> {
     let data_urls = usvg::ImageHrefResolver::default_data_resolver();
     usvg::Options {
+        fontdb: FONTS.clone(),
         // Relative hrefs would be resolved against this directory: none.
         resources_dir: None,
         image_href_resolver: usvg::ImageHrefResolver {
@@ -138,11 +205,12 @@ fn embedded_image_fits(data: &[u8]) -> bool {
     }
 }
 
-/// Writes the parsed tree, which holds nothing but what renders. Unindented: the result is
-/// served, not read.
+/// Writes the parsed tree, which holds nothing but what renders, with text kept as text.
+/// Unindented: the result is served, not read.
 fn write(tree: &usvg::Tree) -> String {
     tree.to_string(&usvg::WriteOptions {
         indent: usvg::Indent::None,
+        preserve_text: true,
         ..usvg::WriteOptions::default()
     })
 }
@@ -329,6 +397,69 @@ mod tests {
         let image = render(&parsed(out.as_bytes()), 20, 10).unwrap();
         assert_eq!(pixel(&image, 5, 5), [255, 0, 0, 255]);
         assert_eq!(pixel(&image, 15, 5), [0, 0, 255, 255]);
+    }
+
+    /// `<text>` survives sanitising as text, not paths, and scripts still don't. Needs a font
+    /// on the machine: `usvg` drops text it can't lay out.
+    #[test]
+    fn sanitised_output_keeps_text_as_text() {
+        let source = br#"<svg xmlns="http://www.w3.org/2000/svg" width="100" height="40"><text x="5" y="30" font-size="20">Hello</text><script>alert(1)</script></svg>"#;
+        assert!(
+            !FONTS.is_empty(),
+            "no fonts installed: text can't be laid out"
+        );
+        let out = String::from_utf8(sanitise(source).unwrap()).unwrap();
+        assert!(!out.contains("script") && !out.contains("alert"), "{out}");
+        let text = out.find("<text").expect("a <text> element");
+        let hello = out[text..].find("Hello").expect("Hello inside it") + text;
+        let end = out[text..].find("</text>").expect("</text>") + text;
+        assert!(hello < end, "{out}");
+        assert!(!out.contains("<path"), "text was written as paths: {out}");
+        // The written document parses again with its text.
+        assert!(
+            sanitise(out.as_bytes())
+                .unwrap()
+                .windows(5)
+                .any(|w| w == b"Hello")
+        );
+    }
+
+    /// Rasterised, the text is drawn: dark pixels where the glyphs are, none elsewhere.
+    #[test]
+    fn text_renders_with_an_installed_font() {
+        let source = svg(
+            r#"width="100" height="40""#,
+            r#"<text x="5" y="30" font-size="30" font-family="sans-serif">Hi</text>"#,
+        );
+        assert!(!FONTS.is_empty(), "no fonts installed: text can't be drawn");
+        let image = render(&parsed(&source), 100, 40).unwrap().to_rgba8();
+        let inked = image.pixels().filter(|p| p.0[3] > 128).count();
+        assert!(inked > 30, "{inked} pixels drawn");
+        assert!(
+            image
+                .pixels()
+                .all(|p| p.0[..3] == [0, 0, 0] || p.0[3] == 0 || p.0[3] < 255)
+        );
+        assert_eq!(pixel(&DynamicImage::ImageRgba8(image), 95, 2), [0, 0, 0, 0]);
+    }
+
+    /// The generic families point at installed fonts, whatever fontdb's defaults were.
+    #[test]
+    fn generic_families_resolve_to_installed_fonts() {
+        if FONTS.is_empty() {
+            return;
+        }
+        for family in [
+            fontdb::Family::Serif,
+            fontdb::Family::SansSerif,
+            fontdb::Family::Monospace,
+        ] {
+            let query = fontdb::Query {
+                families: &[family],
+                ..fontdb::Query::default()
+            };
+            assert!(FONTS.query(&query).is_some(), "{family:?}");
+        }
     }
 
     /// The default `usvg` resolver opens hrefs as local files; ours never does.
