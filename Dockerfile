@@ -113,11 +113,12 @@ FROM debian:bookworm-slim AS bundled
 
 # ca-certificates: the proxy (S3 over HTTPS) and the worker (https:// sources) verify TLS against
 # the system roots. python3 + python3-venv: supervisord and the exit listener (supervisor from
-# PyPI in a venv, pinned to the version the end-to-end suite runs).
+# PyPI in a venv, pinned to the version the end-to-end suite runs). fonts-dejavu-core: the
+# worker needs a font to keep and render <text> in SVG sources.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates python3 python3-venv \
+        ca-certificates fonts-dejavu-core python3 python3-venv \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/supervisor \
     && /opt/supervisor/bin/pip install --no-cache-dir supervisor==4.3.0
