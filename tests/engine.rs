@@ -906,6 +906,29 @@ fn watermark_is_drawn() {
     assert_near(pixel(&out, 55, 35), [128, 128, 128], 2, "half opacity");
 }
 
+/// An SVG watermark is drawn too (at its own size), as imgproxy allows.
+#[test]
+fn svg_watermark_is_drawn() {
+    use imgproxy_cache::worker::options::GravityKind::*;
+    let mark = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="black"/></svg>"#;
+    let config = EngineConfig {
+        watermark: Some(std::sync::Arc::new(mark.to_vec())),
+        ..EngineConfig::default()
+    };
+    engine::check_watermark(mark).expect("an SVG watermark is usable");
+    let source = encode_with(
+        &DynamicImage::ImageRgb8(RgbImage::from_pixel(60, 40, Rgb([255, 255, 255]))),
+        Fmt::Png,
+    );
+    let mut po = options();
+    po.watermark.enabled = true;
+    po.watermark.position = gravity(SouthEast);
+    let out = decode(&run_with(&source, &po, None, &config).unwrap().bytes);
+    assert_near(pixel(&out, 55, 35), [0, 0, 0], 0, "mark in the corner");
+    assert_near(pixel(&out, 5, 5), [255, 255, 255], 0, "rest untouched");
+    assert!(engine::check_watermark(b"not an image").is_err());
+}
+
 /// Effects run: blur softens a hard edge, pixelate makes blocks.
 #[test]
 fn blur_and_pixelate_change_pixels() {

@@ -1074,6 +1074,16 @@ impl Env {
             ),
             (None, None) => None,
         };
+        if let Some(image) = &watermark {
+            let (var, shown) = match &self.imgproxy_watermark_path {
+                Some(path) if self.imgproxy_watermark_data.is_none() => {
+                    ("IMGPROXY_WATERMARK_PATH", path.as_str())
+                }
+                _ => ("IMGPROXY_WATERMARK_DATA", "(base64 data)"),
+            };
+            crate::worker::engine::check_watermark(image)
+                .map_err(|e| invalid(var, shown, format!("not a usable image: {e}")))?;
+        }
         Ok(ProcessingConfig {
             max_src_resolution_mp,
             max_result_dimension: number(
@@ -1295,7 +1305,7 @@ mod tests {
             ("IMGPROXY_SKIP_PROCESSING_FORMATS", "svg, gif"),
             ("IMGPROXY_AUTO_AVIF", "true"),
             ("IMGPROXY_PRESETS", "small=rs:fit:100:100,default=q:70"),
-            ("IMGPROXY_WATERMARK_DATA", "aGVsbG8="),
+            ("IMGPROXY_WATERMARK_DATA", PNG_2X2_BASE64),
             ("IMGPROXY_HEALTH_CHECK_PATH", "ping"),
         ])
         .unwrap();
@@ -1325,8 +1335,33 @@ mod tests {
         assert!(c.processing.negotiates_format());
         assert_eq!(c.parser.presets.get("small").unwrap(), ["rs:fit:100:100"]);
         assert_eq!(
-            c.processing.watermark.as_deref().map(Vec::as_slice),
-            Some(&b"hello"[..])
+            c.processing.watermark.as_deref().map(|w| &w[..8]),
+            Some(&b"\x89PNG\r\n\x1a\n"[..])
+        );
+    }
+
+    /// A valid 2×2 PNG.
+    const PNG_2X2_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg==";
+
+    /// A watermark that isn't an image stops start-up, naming the variable (and the path).
+    #[test]
+    fn unusable_watermarks_stop_start_up() {
+        let msg = config(&[("IMGPROXY_WATERMARK_DATA", "aGVsbG8=")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("IMGPROXY_WATERMARK_DATA") && msg.contains("not a usable image"),
+            "{msg}"
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "hello").unwrap();
+        let path = file.path().to_str().unwrap();
+        let msg = config(&[("IMGPROXY_WATERMARK_PATH", path)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("IMGPROXY_WATERMARK_PATH") && msg.contains(path),
+            "{msg}"
         );
     }
 

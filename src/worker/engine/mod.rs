@@ -139,6 +139,15 @@ pub struct Processed {
     pub format: ImageFormat,
 }
 
+/// Checks a watermark image (`IMGPROXY_WATERMARK_DATA`/`_PATH`) once, at start-up, so a bad one
+/// stops the worker instead of failing every `watermark` request.
+///
+/// # Errors
+/// Why the image can't be used.
+pub fn check_watermark(data: &[u8]) -> Result<(), EngineError> {
+    pipeline::decode_watermark(data).map(drop)
+}
+
 /// Runs one job. CPU-bound and synchronous: the HTTP layer runs it on a blocking thread.
 /// Enforces `max_src_resolution` and the animation limits from the headers (via [`probe`])
 /// before decoding pixels.

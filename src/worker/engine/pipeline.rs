@@ -159,12 +159,17 @@ fn preshrink(source: &[u8], info: &SourceInfo, po: &ProcessingOptions) -> f64 {
     geometry::preshrink(w, h, &geometry::plan(w, h, po, false))
 }
 
-fn decode_watermark(data: &[u8]) -> Result<RgbaImage, EngineError> {
+pub(super) fn decode_watermark(data: &[u8]) -> Result<RgbaImage, EngineError> {
     let broken = |e: EngineError| EngineError::Encode {
         format: ImageFormat::Png,
         reason: format!("watermark image: {e}"),
     };
     let info = probe(data).map_err(broken)?;
+    if info.format == ImageFormat::Svg {
+        let image = super::svg::rasterise(data, super::DEFAULT_MAX_SRC_RESOLUTION * 1_000_000.0)
+            .map_err(broken)?;
+        return Ok(into_rgba(image));
+    }
     let decoded = decode::decode(data, &info, 1.0, 1).map_err(broken)?;
     let first = decoded
         .frames

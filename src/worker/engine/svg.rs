@@ -94,6 +94,26 @@ pub fn load(
     }
 }
 
+/// An SVG watermark drawn at its own size (capped at `max_pixels`), as imgproxy takes them.
+///
+/// # Errors
+/// [`EngineError::Corrupt`] for a broken document.
+pub fn rasterise(source: &[u8], max_pixels: f64) -> Result<DynamicImage, EngineError> {
+    let tree = parse(source)?;
+    let (width, height) = intrinsic_size(&tree);
+    let pixels = f64::from(width) * f64::from(height);
+    let scale = if pixels > max_pixels {
+        (max_pixels / pixels).sqrt()
+    } else {
+        1.0
+    };
+    render(
+        &tree,
+        geometry::scale(width, scale).max(1),
+        geometry::scale(height, scale).max(1),
+    )
+}
+
 /// `usvg` on hostile input, with its own limits (at most 1,000,000 elements after `<use>`
 /// expansion, nesting at most 1024 deep) and ours ([`options`]). A panic inside the parser
 /// costs this source, not the worker: [`super::probe`] runs outside the engine's own guard.
