@@ -178,7 +178,11 @@ mod tests {
             [
                 ("IMGPROXY_MAX_SRC_RESOLUTION", "2.5"),
                 ("IMGPROXY_AUTO_AVIF", "true"),
-                ("IMGPROXY_WATERMARK_DATA", "aGk="),
+                // A 2×2 PNG.
+                (
+                    "IMGPROXY_WATERMARK_DATA",
+                    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg==",
+                ),
                 ("IMGPROXY_WATERMARK_OPACITY", "0.5"),
                 ("IMGPROXY_PREFERRED_FORMATS", "webp,png"),
             ]
@@ -189,8 +193,8 @@ mod tests {
         assert_eq!(engine.max_src_resolution, 2.5);
         assert!(engine.auto_avif && !engine.auto_webp);
         assert_eq!(
-            engine.watermark.as_deref().map(Vec::as_slice),
-            Some(&b"hi"[..])
+            engine.watermark.as_deref().map(|w| &w[1..4]),
+            Some(&b"PNG"[..])
         );
         assert_eq!(engine.watermark_opacity, 0.5);
         assert_eq!(

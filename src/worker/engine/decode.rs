@@ -78,7 +78,7 @@ pub fn decode(
     let format = info.format;
     let mut decoded = match format {
         ImageFormat::Jpeg => decode_jpeg(source, super::geometry::jpeg_shrink(preshrink))?,
-        ImageFormat::Webp if info.frames <= 1 => decode_webp(source, preshrink)?,
+        ImageFormat::Webp if info.frames <= 1 => decode_webp(source, info, preshrink)?,
         ImageFormat::Avif => decode_avif(source)?,
         ImageFormat::Gif | ImageFormat::Webp if max_frames > 1 && info.frames > 1 => {
             decode_animation(source, format, max_frames)?
@@ -112,10 +112,11 @@ fn decode_jpeg(source: &[u8], shrink: u32) -> Result<Decoded, EngineError> {
     })
 }
 
-fn decode_webp(source: &[u8], preshrink: f64) -> Result<Decoded, EngineError> {
+fn decode_webp(source: &[u8], info: &SourceInfo, preshrink: f64) -> Result<Decoded, EngineError> {
     let Embedded { icc, exif } = webp_metadata(source);
+    let probed = (info.width, info.height);
     Ok(Decoded {
-        frames: vec![super::webp::decode(source, preshrink)?],
+        frames: vec![super::webp::decode(source, preshrink, probed)?],
         delays: Vec::new(),
         loop_count: 0,
         icc,

@@ -77,7 +77,11 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
     }
 
     let watermark = match (&config.watermark, po.watermark.enabled) {
-        (Some(data), true) => Some(decode_watermark(data)?),
+        // Checked at start-up, so this failing is ours, not the request's.
+        (Some(data), true) => Some(decode_watermark(data).map_err(|e| EngineError::Encode {
+            format: ImageFormat::Png,
+            reason: format!("watermark image: {e}"),
+        })?),
         _ => None,
     };
     let ctx = FrameContext {
@@ -159,18 +163,14 @@ fn preshrink(source: &[u8], info: &SourceInfo, po: &ProcessingOptions) -> f64 {
     geometry::preshrink(w, h, &geometry::plan(w, h, po, false))
 }
 
+/// The watermark image as RGBA, from any source format (SVG drawn at its own size).
 pub(super) fn decode_watermark(data: &[u8]) -> Result<RgbaImage, EngineError> {
-    let broken = |e: EngineError| EngineError::Encode {
-        format: ImageFormat::Png,
-        reason: format!("watermark image: {e}"),
-    };
-    let info = probe(data).map_err(broken)?;
+    let info = probe(data)?;
     if info.format == ImageFormat::Svg {
-        let image = super::svg::rasterise(data, super::DEFAULT_MAX_SRC_RESOLUTION * 1_000_000.0)
-            .map_err(broken)?;
+        let image = super::svg::rasterise(data, super::DEFAULT_MAX_SRC_RESOLUTION * 1_000_000.0)?;
         return Ok(into_rgba(image));
     }
-    let decoded = decode::decode(data, &info, 1.0, 1).map_err(broken)?;
+    let decoded = decode::decode(data, &info, 1.0, 1)?;
     let first = decoded
         .frames
         .into_iter()

@@ -14,11 +14,17 @@ use super::EngineError;
 use crate::worker::options::ImageFormat;
 
 /// Decodes a still WebP, `preshrink` times smaller than stored (1 = full size). The scaled
-/// size is rounded up, so it never falls below what the plan needs.
+/// size is rounded up, so it never falls below what the plan needs. `probed` is the size the
+/// resolution limit was checked against: a file whose bitstream claims another is refused
+/// before anything is allocated.
 ///
 /// # Errors
-/// [`EngineError::Corrupt`] when libwebp rejects the data.
-pub fn decode(source: &[u8], preshrink: f64) -> Result<DynamicImage, EngineError> {
+/// [`EngineError::Corrupt`] when libwebp rejects the data or the sizes disagree.
+pub fn decode(
+    source: &[u8],
+    preshrink: f64,
+    probed: (u32, u32),
+) -> Result<DynamicImage, EngineError> {
     let corrupt = |reason: String| EngineError::corrupt(ImageFormat::Webp, reason);
     // SAFETY: an all-zero config is a valid starting point (plain integers and null
     // pointers); WebPInitDecoderConfig then fills in the defaults and checks the ABI.
@@ -31,6 +37,12 @@ pub fn decode(source: &[u8], preshrink: f64) -> Result<DynamicImage, EngineError
     check(status).map_err(corrupt)?;
 
     let (width, height) = (config.input.width, config.input.height);
+    if (i64::from(width), i64::from(height)) != (i64::from(probed.0), i64::from(probed.1)) {
+        return Err(corrupt(format!(
+            "bitstream is {width}x{height}, header said {}x{}",
+            probed.0, probed.1
+        )));
+    }
     let (width, height) = scaled(width, height, preshrink).ok_or_else(|| {
         corrupt(format!(
             "bad size {}x{}",
@@ -123,9 +135,9 @@ mod tests {
     #[test]
     fn decodes_at_full_size_and_scaled() {
         let source = encode(301, 200, false);
-        let full = decode(&source, 1.0).unwrap();
+        let full = decode(&source, 1.0, (301, 200)).unwrap();
         assert_eq!((full.width(), full.height()), (301, 200));
-        let quarter = decode(&source, 4.0).unwrap();
+        let quarter = decode(&source, 4.0, (301, 200)).unwrap();
         assert_eq!((quarter.width(), quarter.height()), (76, 50));
         let rgb = quarter.to_rgb8();
         assert_eq!(rgb.get_pixel(5, 25).0, [255, 0, 255]);
@@ -134,7 +146,7 @@ mod tests {
 
     #[test]
     fn keeps_alpha() {
-        let image = decode(&encode(40, 20, true), 2.0).unwrap();
+        let image = decode(&encode(40, 20, true), 2.0, (40, 20)).unwrap();
         assert_eq!((image.width(), image.height()), (20, 10));
         assert_eq!(image.to_rgba8().get_pixel(2, 5).0[3], 128);
     }
@@ -143,9 +155,13 @@ mod tests {
     fn garbage_is_corrupt_not_a_crash() {
         let source = encode(64, 64, false);
         for cut in [0, 10, 30, source.len() / 2] {
-            assert!(decode(&source[..cut], 2.0).is_err(), "{cut}");
+            assert!(decode(&source[..cut], 2.0, (64, 64)).is_err(), "{cut}");
         }
-        assert!(decode(b"RIFF\0\0\0\0WEBPVP8 ", 1.0).is_err());
+        assert!(decode(b"RIFF\0\0\0\0WEBPVP8 ", 1.0, (1, 1)).is_err());
+        assert!(
+            decode(&source, 1.0, (8, 8)).is_err(),
+            "a size other than the probed one"
+        );
     }
 
     #[test]
