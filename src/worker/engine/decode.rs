@@ -46,6 +46,19 @@ impl Decoded {
             has_alpha,
         }
     }
+
+    /// A still image with the metadata its file carried; the orientation comes from the EXIF.
+    fn with_metadata(image: DynamicImage, Embedded { icc, exif }: Embedded) -> Self {
+        Self {
+            frames: vec![image],
+            delays: Vec::new(),
+            loop_count: 0,
+            icc,
+            orientation: exif.as_deref().map_or(1, super::metadata::orientation),
+            exif,
+            has_alpha: false,
+        }
+    }
 }
 
 /// The `image` crate's name for a format we decode with it.
@@ -113,17 +126,8 @@ fn decode_jpeg(source: &[u8], shrink: u32) -> Result<Decoded, EngineError> {
 }
 
 fn decode_webp(source: &[u8], info: &SourceInfo, preshrink: f64) -> Result<Decoded, EngineError> {
-    let Embedded { icc, exif } = webp_metadata(source);
-    let probed = (info.width, info.height);
-    Ok(Decoded {
-        frames: vec![super::webp::decode(source, preshrink, probed)?],
-        delays: Vec::new(),
-        loop_count: 0,
-        icc,
-        orientation: exif.as_deref().map_or(1, super::metadata::orientation),
-        exif,
-        has_alpha: false,
-    })
+    let image = super::webp::decode(source, preshrink, (info.width, info.height))?;
+    Ok(Decoded::with_metadata(image, webp_metadata(source)))
 }
 
 /// The ICC profile and EXIF of a WebP, read from its container chunks without decoding
@@ -142,16 +146,8 @@ pub(crate) fn webp_metadata(source: &[u8]) -> Embedded {
 }
 
 fn decode_still(source: &[u8], format: ImageFormat) -> Result<Decoded, EngineError> {
-    let (image, Embedded { icc, exif }) = decode_with_image_crate(source, format)?;
-    Ok(Decoded {
-        frames: vec![image],
-        delays: Vec::new(),
-        loop_count: 0,
-        icc,
-        orientation: exif.as_deref().map_or(1, super::metadata::orientation),
-        exif,
-        has_alpha: false,
-    })
+    let (image, embedded) = decode_with_image_crate(source, format)?;
+    Ok(Decoded::with_metadata(image, embedded))
 }
 
 fn reader(source: &[u8], format: ImageFormat) -> Result<ImageReader<Cursor<&[u8]>>, EngineError> {
