@@ -879,53 +879,51 @@ fn trim_removes_borders() {
     assert_eq!((out.width(), out.height()), (40, 40));
 }
 
-/// The configured watermark is drawn where its gravity says, with the URL's opacity.
+/// The configured watermark — a PNG or an SVG (drawn at its own size) — is drawn where its
+/// gravity says, with the URL's opacity; one that isn't an image is refused by the start-up check.
 #[test]
 fn watermark_is_drawn() {
     use imgproxy_cache::worker::options::GravityKind::*;
-    let mark = encode_with(
+    let png = encode_with(
         &DynamicImage::ImageRgba8(RgbaImage::from_pixel(10, 10, Rgba([0, 0, 0, 255]))),
         Fmt::Png,
     );
-    let config = EngineConfig {
-        watermark: Some(std::sync::Arc::new(mark)),
-        ..EngineConfig::default()
-    };
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="black"/></svg>"#.to_vec();
     let source = encode_with(
         &DynamicImage::ImageRgb8(RgbImage::from_pixel(60, 40, Rgb([255, 255, 255]))),
         Fmt::Png,
     );
-    let mut po = options();
-    po.watermark.enabled = true;
-    po.watermark.position = gravity(SouthEast);
-    let out = decode(&run_with(&source, &po, None, &config).unwrap().bytes);
-    assert_near(pixel(&out, 55, 35), [0, 0, 0], 0, "mark in the corner");
-    assert_near(pixel(&out, 5, 5), [255, 255, 255], 0, "rest untouched");
-    po.watermark.opacity = 0.5;
-    let out = decode(&run_with(&source, &po, None, &config).unwrap().bytes);
-    assert_near(pixel(&out, 55, 35), [128, 128, 128], 2, "half opacity");
-}
-
-/// An SVG watermark is drawn too (at its own size), as imgproxy allows.
-#[test]
-fn svg_watermark_is_drawn() {
-    use imgproxy_cache::worker::options::GravityKind::*;
-    let mark = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="black"/></svg>"#;
-    let config = EngineConfig {
-        watermark: Some(std::sync::Arc::new(mark.to_vec())),
-        ..EngineConfig::default()
-    };
-    engine::check_watermark(mark).expect("an SVG watermark is usable");
-    let source = encode_with(
-        &DynamicImage::ImageRgb8(RgbImage::from_pixel(60, 40, Rgb([255, 255, 255]))),
-        Fmt::Png,
-    );
-    let mut po = options();
-    po.watermark.enabled = true;
-    po.watermark.position = gravity(SouthEast);
-    let out = decode(&run_with(&source, &po, None, &config).unwrap().bytes);
-    assert_near(pixel(&out, 55, 35), [0, 0, 0], 0, "mark in the corner");
-    assert_near(pixel(&out, 5, 5), [255, 255, 255], 0, "rest untouched");
+    for (what, mark) in [("png", png), ("svg", svg)] {
+        engine::check_watermark(&mark).expect("a usable watermark");
+        let config = EngineConfig {
+            watermark: Some(std::sync::Arc::new(mark)),
+            ..EngineConfig::default()
+        };
+        let mut po = options();
+        po.watermark.enabled = true;
+        po.watermark.position = gravity(SouthEast);
+        let out = decode(&run_with(&source, &po, None, &config).unwrap().bytes);
+        assert_near(
+            pixel(&out, 55, 35),
+            [0, 0, 0],
+            0,
+            &format!("{what}: mark in the corner"),
+        );
+        assert_near(
+            pixel(&out, 5, 5),
+            [255, 255, 255],
+            0,
+            &format!("{what}: rest untouched"),
+        );
+        po.watermark.opacity = 0.5;
+        let out = decode(&run_with(&source, &po, None, &config).unwrap().bytes);
+        assert_near(
+            pixel(&out, 55, 35),
+            [128, 128, 128],
+            2,
+            &format!("{what}: half opacity"),
+        );
+    }
     assert!(engine::check_watermark(b"not an image").is_err());
 }
 
