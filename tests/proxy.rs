@@ -562,3 +562,34 @@ async fn head_dedup_skips_the_put_for_an_existing_object() {
     assert_eq!(s3.puts(), 1, "only the set-up PUT");
     assert_eq!(s3.object(&key(path)).await.unwrap().0, existing);
 }
+
+/// Uploads run on their own thread at a lower CPU priority, so a saturated CPU serves
+/// clients first: every thread named `upload` in this process has the default `UPLOAD_NICE`.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn uploads_run_at_a_lower_cpu_priority() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    // Answered, so the proxy and its upload runtime are up.
+    let (status, _, _) = get(&proxy.url("/ok/priority.jpg")).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if comm.trim() != "upload" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised name: state is field 3, nice is field 19.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+        nices.push(nice);
+    }
+    proxy.shutdown().await;
+    assert!(!nices.is_empty(), "no upload thread found");
+    assert!(nices.iter().all(|&n| n == 10), "{nices:?}");
+}

@@ -103,6 +103,25 @@ struct LogInterval {
 /// The shortest time between two "queue full" lines.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Lowers the calling thread's CPU priority to `nice` (`UPLOAD_NICE`). Linux keeps a nice
+/// value per thread; elsewhere, or if refused, uploads keep the normal priority.
+fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: plain syscalls on the calling thread's own id; no memory is involved.
+        let result = unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+        };
+        if result != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "uploads keep the normal CPU priority"
+            );
+        }
+    }
+}
+
 impl LogInterval {
     fn new() -> LogInterval {
         LogInterval {
@@ -125,11 +144,9 @@ impl LogInterval {
 
 /// The background half: the dispatcher and the uploads it started, on a runtime of their own.
 pub struct Uploader {
-    /// One worker thread: upload CPU work (hashing, request signing, TLS) never runs on the
-    /// threads that serve clients, and never takes more than one core. It runs at the
-    /// normal priority on purpose: a stored result is what takes load off the next request,
-    /// so shedding uploads when the CPU is busy would keep it busy (measured: at nice 10,
-    /// 4–10 % of results were stored under full load).
+    /// One worker thread at a lower CPU priority: upload CPU work (hashing, request signing,
+    /// TLS) never runs on the threads that serve clients, never takes more than one core,
+    /// and yields to them when the CPU is short.
     runtime: Option<tokio::runtime::Runtime>,
     dispatcher: tokio::task::JoinHandle<()>,
     tracker: TaskTracker,
@@ -176,6 +193,7 @@ impl UploadQueue {
         metrics: Arc<Metrics>,
     ) -> (UploadQueue, Uploader) {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let nice = config.nice;
         let permits = usize::try_from(config.queue_max_bytes)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
@@ -198,6 +216,7 @@ impl UploadQueue {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("upload")
+            .on_thread_start(move || lower_thread_priority(nice))
             .enable_all()
             .build()
             .expect("a one-thread runtime can be built whenever the process can start threads");
@@ -227,12 +246,20 @@ impl UploadQueue {
     /// Hands a complete result to the background. Never waits.
     pub fn offer(&self, key: String, object: Object) -> Offer {
         let offer = self.try_offer(key.clone(), object);
-        let metrics = &self.shared.metrics;
+        self.record(&key, offer);
+        offer
+    }
+
+    /// Counts (and for drops, logs at most once per interval) what became of a result.
+    pub fn record(&self, key: &str, offer: Offer) {
         match offer {
             Offer::Queued => {}
-            Offer::Skipped(_) => self.skipped(&key, offer),
+            Offer::Skipped(_) => {
+                self.shared.metrics.upload(offer.label());
+                tracing::debug!(%key, outcome = offer.label(), "upload skipped");
+            }
             Offer::Dropped(why) => {
-                metrics.upload(offer.label());
+                self.shared.metrics.upload(offer.label());
                 // Under a backlog drops come by the thousand per second: one line per
                 // interval with the count, not one per result (the metric counts each).
                 let dropped = self.shared.drops_unlogged.fetch_add(1, Ordering::Relaxed) + 1;
@@ -244,33 +271,45 @@ impl UploadQueue {
                 }
             }
         }
-        offer
     }
 
-    /// Whether a result for `key` would be skipped anyway, so the request path can avoid
-    /// copying its body at all. [`UploadQueue::offer`] checks again: this is only a hint.
-    pub fn skip_hint(&self, key: &str) -> Option<Skip> {
-        let shared = &self.shared;
-        let known = shared.known.as_ref().is_some_and(|known| {
-            known
-                .lock()
-                .expect("no code panics while holding this lock")
-                .contains(key)
-        });
-        if known {
-            return Some(Skip::Known);
+    /// What would become of a result for `key` of `len` bytes (when known) if it were
+    /// offered now, when that is anything but queued: the request path then streams without
+    /// copying the body at all. Under a backlog this saves a copy per request for results
+    /// that would be dropped anyway. [`UploadQueue::offer`] checks again: this is a hint.
+    pub fn precheck(&self, key: &str, len: Option<u64>) -> Option<Offer> {
+        if self.is_known(key) {
+            return Some(Offer::Skipped(Skip::Known));
         }
-        let in_flight = shared
+        let in_flight = self
+            .shared
             .in_flight
             .lock()
             .expect("no code panics while holding this lock")
             .contains(key);
-        in_flight.then_some(Skip::InFlight)
+        if in_flight {
+            return Some(Offer::Skipped(Skip::InFlight));
+        }
+        if self.tx.capacity() == 0 {
+            return Some(Offer::Dropped(DropReason::Full));
+        }
+        let bytes_left = self.bytes.available_permits() as u64;
+        len.is_some_and(|len| len > bytes_left)
+            .then_some(Offer::Dropped(DropReason::Bytes))
+    }
+
+    fn is_known(&self, key: &str) -> bool {
+        self.shared.known.as_ref().is_some_and(|known| {
+            known
+                .lock()
+                .expect("no code panics while holding this lock")
+                .contains(key)
+        })
     }
 
     fn try_offer(&self, key: String, object: Object) -> Offer {
         let shared = &self.shared;
-        if let Some(Skip::Known) = self.skip_hint(&key) {
+        if self.is_known(&key) {
             return Offer::Skipped(Skip::Known);
         }
         let len = object.body.len();
@@ -308,12 +347,6 @@ impl UploadQueue {
             Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped(DropReason::Closed),
         }
-    }
-
-    /// Counts and logs a result that needs no upload.
-    pub fn skipped(&self, key: &str, offer: Offer) {
-        self.shared.metrics.upload(offer.label());
-        tracing::debug!(%key, outcome = offer.label(), "upload skipped");
     }
 
     /// Uploads waiting or running right now.

@@ -17,7 +17,7 @@ use super::tee::{ProxyBody, Tee};
 use super::upstream::{Upstream, UpstreamError};
 use crate::body::{Body, full};
 use crate::cache::policy::{self, Cacheable, NotCacheable};
-use crate::cache::queue::{Offer, UploadQueue};
+use crate::cache::queue::UploadQueue;
 use crate::cache::{Store, cache_key};
 use crate::config::Config;
 use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
@@ -111,9 +111,11 @@ async fn forward(
         state.config.max_cacheable_bytes,
     );
     let tee = match verdict {
-        Cacheable::Yes { .. } if let Some(skip) = state.queue.skip_hint(&key) => {
-            // Stored or uploading already: stream without copying.
-            state.queue.skipped(&key, Offer::Skipped(skip));
+        Cacheable::Yes { expected_len }
+            if let Some(early) = state.queue.precheck(&key, expected_len) =>
+        {
+            // Stored or uploading already, or no room to queue it: stream without copying.
+            state.queue.record(&key, early);
             None
         }
         Cacheable::Yes { expected_len } => Some(Tee::new(
