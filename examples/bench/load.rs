@@ -34,17 +34,54 @@ function init(args) prefix = args[1] .. args[2] .. "-" .. tid .. "-"; n = 0 end
 function request() n = n + 1; return wrk.format(nil, prefix .. n) end
 "#;
 
+/// Added to [`UNIQUE_PATHS`] for a paced run: each connection waits `args[3]` ms on average
+/// (uniformly 0.5–1.5×, so connections do not fall into step) before each request. The
+/// latency wrk reports starts when a request is sent, so the pause is not in it.
+const PACED: &str = r#"
+function delay() return pause * (0.5 + math.random()) end
+local base_init = init
+function init(args) base_init(args); pause = tonumber(args[3]); math.randomseed(tid) end
+"#;
+
+/// How hard a wrk run pushes.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// Each connection sends its next request as soon as the last one is answered: the
+    /// machine is saturated and the result is its capacity.
+    Flat,
+    /// Each connection pauses about this many ms between requests: a steady load the
+    /// machine can carry, where latency shows what the server does rather than how busy
+    /// the CPU is.
+    PauseMs(u64),
+}
+
 /// Runs wrk against `base` (scheme, host, port) for `secs` with `connections` connections.
 pub fn wrk(base: &str, size: &str, run_id: &str, connections: usize, secs: u64) -> Sample {
-    let script = std::env::temp_dir().join("imgproxy-cache-bench-unique.lua");
-    std::fs::write(&script, UNIQUE_PATHS).expect("write wrk script");
+    wrk_paced(base, size, run_id, connections, secs, Pace::Flat)
+}
+
+/// [`wrk`] at a chosen pace.
+pub fn wrk_paced(
+    base: &str,
+    size: &str,
+    run_id: &str,
+    connections: usize,
+    secs: u64,
+    pace: Pace,
+) -> Sample {
+    let (name, script, pause) = match pace {
+        Pace::Flat => ("unique", UNIQUE_PATHS.to_owned(), 0),
+        Pace::PauseMs(ms) => ("paced", format!("{UNIQUE_PATHS}{PACED}"), ms),
+    };
+    let script_path = std::env::temp_dir().join(format!("imgproxy-cache-bench-{name}.lua"));
+    std::fs::write(&script_path, script).expect("write wrk script");
     let threads = connections.clamp(1, 2);
     let out = Command::new("wrk")
         .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
         .args(["-d", &format!("{secs}s"), "--latency", "-s"])
-        .arg(&script)
+        .arg(&script_path)
         .arg(base)
-        .args(["--", &format!("/{size}/"), run_id])
+        .args(["--", &format!("/{size}/"), run_id, &pause.to_string()])
         .output()
         .expect("run wrk (scripts/bench installs it)");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -1,5 +1,5 @@
 //! The servers the benchmark runs in its own process: a fixed-body upstream, and a real S3
-//! server (s3s-fs, SigV4) behind a front that can delay every call and counts PUTs per key.
+//! server (s3s over memory, SigV4) behind a front that can delay every call and counts PUTs per key.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::memstore::MemStore;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -97,17 +98,9 @@ impl S3Stats {
 }
 
 impl S3 {
-    /// Deletes every stored object (between runs, so gigabytes don't pile up in memory).
+    /// Forgets every stored object (between runs, so the map does not grow for the whole run).
     pub fn clear(&self) {
-        let bucket = self.dir.path().join(BUCKET);
-        for entry in std::fs::read_dir(&bucket).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
+        self.store.clear();
     }
 }
 
@@ -116,21 +109,12 @@ pub struct S3 {
     pub stats: Arc<S3Stats>,
     /// Milliseconds added before every object call (0: healthy).
     pub delay_ms: Arc<AtomicU64>,
-    dir: tempfile::TempDir,
+    store: MemStore,
 }
 
 pub async fn s3() -> S3 {
-    // Memory-backed when the machine has /dev/shm: the bench measures proxies, not the disk.
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .expect("temp dir");
-    std::fs::create_dir(dir.path().join(BUCKET)).expect("bucket dir");
-    let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    let store = MemStore::default();
+    let mut builder = s3s::service::S3ServiceBuilder::new(store.clone());
     builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     let service = builder.build();
     let stats = Arc::new(S3Stats::default());
@@ -178,6 +162,6 @@ pub async fn s3() -> S3 {
         endpoint: format!("http://{addr}"),
         stats,
         delay_ms,
-        dir,
+        store,
     }
 }
