@@ -29,8 +29,9 @@ pub struct State {
     pub queue: Arc<UploadQueue>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
-    /// The advice on `Vary: Accept` is logged once; the metric counts every case.
-    vary_warned: AtomicBool,
+    /// The advice on `Vary: Accept` is logged once (across serving threads); the metric
+    /// counts every case.
+    vary_warned: Arc<AtomicBool>,
 }
 
 impl State {
@@ -47,7 +48,19 @@ impl State {
             queue,
             store,
             metrics,
-            vary_warned: AtomicBool::new(false),
+            vary_warned: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The same state with an upstream connection pool of its own, for one serving thread.
+    pub fn for_thread(&self) -> State {
+        State {
+            config: self.config.clone(),
+            upstream: Upstream::new(self.config.upstream.clone(), self.config.upstream_timeout),
+            queue: self.queue.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            vary_warned: self.vary_warned.clone(),
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod handler;
 pub mod headers;
 pub mod internal;
 pub mod tee;
+pub mod threads;
 pub mod upstream;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use crate::cache::queue::{DrainReport, UploadQueue};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use handler::State;
+use threads::ServeThreads;
 
 /// Time a client gets to send a complete request head (slow-loris guard).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,7 +45,9 @@ pub async fn run(
         UploadQueue::start(store.clone(), config.upload.clone(), metrics.clone());
     let shutdown_timeout = config.shutdown_timeout;
     let connections = Arc::new(Semaphore::new(config.max_connections));
-    let state = Arc::new(State::new(config, Arc::new(queue), store, metrics));
+    let state = State::new(config, Arc::new(queue), store, metrics);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut threads = ServeThreads::start(cores, &state);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -70,14 +74,32 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
+        // The socket moves to the serving thread's own I/O driver.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, %client, "connection lost before it was handed over");
+                continue;
+            }
+        };
+        let (thread, state) = threads.pick();
         let state = state.clone();
-        let service = service_fn(move |request| handler::handle(request, state.clone(), client));
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        thread.spawn(async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, %client, "connection could not be served");
+                    return;
+                }
+            };
+            let service =
+                service_fn(move |request| handler::handle(request, state.clone(), client));
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, %client, "connection ended with an error");
             }
             drop(permit);
@@ -93,6 +115,7 @@ pub async fn run(
     {
         tracing::warn!("requests still open at the shutdown deadline were cut");
     }
+    drop(threads);
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let report = uploader.drain(left).await;
     if report.abandoned > 0 {
