@@ -1,6 +1,7 @@
 //! imgproxy-cache: a cache-on-write reverse proxy for imgproxy.
 //!
-//! A request arrives at [`proxy::run`]'s accept loop and goes to [`proxy::handler`], which
+//! A request arrives at [`proxy::run`]'s accept loop, which hands each connection to one of
+//! the serving threads ([`proxy::threads`], one per core); there [`proxy::handler`]
 //! forwards it to the upstream (imgproxy) through [`proxy::upstream`] and streams the answer
 //! back through [`proxy::tee`]. When [`cache::policy`] says the response may be stored, the tee
 //! keeps a copy and, once the body is complete, offers it to [`cache::queue`], which uploads
@@ -15,7 +16,8 @@
 //! - [`body`]: the response body type.
 //! - [`telemetry`]: logging set-up.
 //! - [`url_builder`]: signed imgproxy URLs and cached URLs, for `imgproxy-cache url`.
-//! - [`worker`]: the bundled imgproxy-compatible worker (so far: URL parsing and signatures).
+//! - [`worker`]: the bundled imgproxy-compatible worker: URLs, signatures, fetching and the
+//!   image engine.
 
 pub mod body;
 pub mod cache;
