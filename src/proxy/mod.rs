@@ -47,7 +47,7 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let state = State::new(config, Arc::new(queue), store, metrics);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut threads = ServeThreads::start(cores, &state);
+    let mut threads = ServeThreads::start(cores, state);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

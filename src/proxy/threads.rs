@@ -21,10 +21,11 @@ pub struct ServeThreads {
 }
 
 impl ServeThreads {
-    /// Starts `count` threads (at least one); `state` is what each thread's requests share,
-    /// with an upstream pool of the thread's own.
-    pub fn start(count: usize, state: &State) -> ServeThreads {
+    /// Starts `count` threads (at least one). The first serves with `state`; each other one
+    /// with a copy that has an upstream pool of its own.
+    pub fn start(count: usize, state: State) -> ServeThreads {
         let stop = CancellationToken::new();
+        let first = Arc::new(state);
         let threads = (0..count.max(1))
             .map(|i| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -37,7 +38,11 @@ impl ServeThreads {
                     .name(format!("serve-{i}"))
                     .spawn(move || runtime.block_on(stopped.cancelled()))
                     .expect("the serving threads can be started at start-up");
-                (handle, Arc::new(state.for_thread()))
+                let state = match i {
+                    0 => first.clone(),
+                    _ => Arc::new(first.for_thread()),
+                };
+                (handle, state)
             })
             .collect();
         ServeThreads {
