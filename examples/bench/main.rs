@@ -12,6 +12,7 @@ mod servers;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use clap::Parser;
 use load::Sample;
@@ -40,12 +41,25 @@ struct Args {
     /// Connection counts for the miss-path table (default: 1, 16 and 64).
     #[arg(long, value_delimiter = ',')]
     conns: Vec<usize>,
-    /// Only the miss-path table: skip S3 trouble, backlog and duplicates.
-    #[arg(long)]
-    miss_only: bool,
+    /// Run only these scenarios (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
     /// Extra `NAME=value` settings for every proxy started (to measure a setting's effect).
     #[arg(long = "proxy-env", value_parser = parse_env)]
     proxy_env: Vec<(String, String)>,
+}
+
+/// The benchmark's parts, for `--only`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Requests/s and latency against nginx and the bare upstream (1 and 2).
+    Miss,
+    /// Client latency with S3 healthy, slow and down (3).
+    Trouble,
+    /// Memory with S3 down and a full queue (4).
+    Backlog,
+    /// PUTs per key over repeated keys (5).
+    Duplicates,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -102,293 +116,332 @@ async fn main() {
         args.proxy_bin.display()
     );
     let upstream = servers::upstream().await;
-    let s3 = servers::s3().await;
-    let nginx = Nginx::start(upstream).await;
-    let extra: Vec<(&str, String)> = args
-        .proxy_env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    // The extra settings come last, so they override the defaults here.
-    let s3_env = |endpoint: &str| {
-        [
-            vec![
-                ("UPSTREAM_URL", format!("http://{upstream}")),
-                ("S3_BUCKET", servers::BUCKET.to_owned()),
-                ("S3_ENDPOINT", endpoint.to_owned()),
-                ("S3_REGION", "us-east-1".to_owned()),
-                ("AWS_ACCESS_KEY_ID", servers::ACCESS_KEY.to_owned()),
-                ("AWS_SECRET_ACCESS_KEY", servers::SECRET_KEY.to_owned()),
-            ],
-            extra.clone(),
-        ]
-        .concat()
+    let mut bench = Bench {
+        s3: servers::s3(),
+        nginx: Nginx::start(upstream).await,
+        dead_s3: format!("http://127.0.0.1:{}", procs::free_port()),
+        upstream,
+        report: format!("{}\n\n", header()),
+        checks: Vec::new(),
+        chart: String::new(),
+        run: 0,
+        args,
     };
-    let dead_s3 = format!("http://127.0.0.1:{}", procs::free_port());
+    if bench.wants(Scenario::Miss) {
+        bench.miss_path().await;
+    }
+    if bench.wants(Scenario::Trouble) {
+        bench.s3_trouble().await;
+    }
+    if bench.wants(Scenario::Backlog) {
+        bench.backlog().await;
+    }
+    if bench.wants(Scenario::Duplicates) {
+        bench.duplicates().await;
+    }
+    finish(&bench.args.out, bench.report, &bench.checks, &bench.chart);
+}
 
-    let mut report = String::new();
-    let mut checks = Vec::new();
-    let mut chart = String::new();
-    let _ = writeln!(report, "{}\n", header());
+/// What every scenario shares: the servers, and the report being written.
+struct Bench {
+    args: Args,
+    upstream: std::net::SocketAddr,
+    s3: servers::S3,
+    nginx: Nginx,
+    /// An S3 endpoint where nothing listens: connections are refused.
+    dead_s3: String,
+    report: String,
+    checks: Vec<Check>,
+    /// Rows of the chart's data file.
+    chart: String,
+    /// Counts wrk runs, so that no run asks for a path an earlier run asked for.
+    run: usize,
+}
 
-    // 1 + 2. Throughput and latency: direct, nginx, proxy with uploads to a healthy S3.
-    let concurrencies: &[usize] = match (&args.conns[..], args.smoke) {
-        ([], true) => &[1, 16],
-        ([], false) => &[1, 16, 64],
-        (chosen, _) => chosen,
-    };
-    let default_sizes: &[&str] = if args.smoke {
-        &["50k"]
-    } else {
-        &["50k", "500k"]
-    };
-    let chosen_sizes: Vec<&str> = args.sizes.iter().map(String::as_str).collect();
-    let sizes = if chosen_sizes.is_empty() {
-        default_sizes
-    } else {
-        &chosen_sizes[..]
-    };
-    let _ = writeln!(
-        report,
-        "### Miss path: requests/s and latency (median of {} × {} s runs, min–max)\n\n\
-         CPU is the server's own (nginx: master and workers; imgproxy-cache: the whole \
-         process, uploads included), per request. Stored: results that reached S3 during \
-         the run.\n\n\
-         | body | conc. | target | req/s | p50 ms | p99 ms | CPU µs/req | stored |\n\
-         |---|---|---|---|---|---|---|---|",
-        args.reps, args.secs
-    );
-    let mut run = 0;
-    for size in sizes {
-        for &c in concurrencies {
-            let mut stats: [Stat; 3] = std::array::from_fn(|_| Stat { samples: vec![] });
-            for _ in 0..args.reps {
-                // Interleaved, so a noisy moment hurts every target alike.
-                for (t, stat) in stats.iter_mut().enumerate() {
-                    run += 1;
-                    let id = format!("r{run}");
-                    let sample = match t {
-                        0 => load::wrk(&format!("http://{upstream}"), size, &id, c, args.secs),
-                        1 => {
-                            let cpu = nginx.cpu_secs();
-                            let mut sample = load::wrk(&nginx.url(""), size, &id, c, args.secs);
-                            sample.cpu_us = (nginx.cpu_secs() - cpu) * 1e6 / sample.requests;
-                            sample
-                        }
-                        _ => {
-                            let proxy = Proxy::start(&args.proxy_bin, &s3_env(&s3.endpoint)).await;
-                            s3.stats.reset();
-                            let cpu = proxy.cpu_secs();
-                            let mut sample = load::wrk(&proxy.url(""), size, &id, c, args.secs);
-                            sample.cpu_us = (proxy.cpu_secs() - cpu) * 1e6 / sample.requests;
-                            sample.stored_pct = s3.stats.puts().1 as f64 * 100.0 / sample.requests;
-                            proxy.stop();
-                            s3.clear();
-                            sample
+impl Bench {
+    fn wants(&self, scenario: Scenario) -> bool {
+        self.args.only.is_empty() || self.args.only.contains(&scenario)
+    }
+
+    fn next_run(&mut self) -> String {
+        self.run += 1;
+        format!("r{}", self.run)
+    }
+
+    /// Starts a proxy storing to `endpoint`: the defaults, then the scenario's `settings`,
+    /// then `--proxy-env` (the later of two equal names wins).
+    async fn proxy(&self, endpoint: &str, settings: &[(&'static str, String)]) -> Proxy {
+        let mut env = vec![
+            ("UPSTREAM_URL", format!("http://{}", self.upstream)),
+            ("S3_BUCKET", servers::BUCKET.to_owned()),
+            ("S3_ENDPOINT", endpoint.to_owned()),
+            ("S3_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", servers::ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", servers::SECRET_KEY.to_owned()),
+        ];
+        env.extend_from_slice(settings);
+        env.extend(
+            self.args
+                .proxy_env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone())),
+        );
+        Proxy::start(&self.args.proxy_bin, &env).await
+    }
+
+    /// Scenarios 1 and 2, the miss path: throughput and latency of the bare upstream, nginx, and
+    /// the proxy with uploads to a healthy S3.
+    async fn miss_path(&mut self) {
+        let concurrencies: Vec<usize> = match (&self.args.conns[..], self.args.smoke) {
+            ([], true) => vec![1, 16],
+            ([], false) => vec![1, 16, 64],
+            (chosen, _) => chosen.to_vec(),
+        };
+        let sizes: Vec<String> = match (&self.args.sizes[..], self.args.smoke) {
+            ([], true) => vec!["50k".into()],
+            ([], false) => vec!["50k".into(), "500k".into()],
+            (chosen, _) => chosen.to_vec(),
+        };
+        let _ = writeln!(
+            self.report,
+            "### Miss path: requests/s and latency (median of {} × {} s runs, min–max)\n\n\
+             CPU is the server's own (nginx: master and workers; imgproxy-cache: the whole \
+             process, uploads included), per request. Stored: results that reached S3 during \
+             the run.\n\n\
+             | body | conc. | target | req/s | p50 ms | p99 ms | CPU µs/req | stored |\n\
+             |---|---|---|---|---|---|---|---|",
+            self.args.reps, self.args.secs
+        );
+        let secs = self.args.secs;
+        for size in &sizes {
+            for &c in &concurrencies {
+                let mut stats: [Stat; 3] = std::array::from_fn(|_| Stat { samples: vec![] });
+                for _ in 0..self.args.reps {
+                    // Interleaved, so a noisy moment hurts every target alike.
+                    for (t, stat) in stats.iter_mut().enumerate() {
+                        let id = self.next_run();
+                        let sample = match t {
+                            0 => {
+                                load::wrk(&format!("http://{}", self.upstream), size, &id, c, secs)
+                            }
+                            1 => {
+                                let cpu = self.nginx.cpu_secs();
+                                let mut sample = load::wrk(&self.nginx.url(""), size, &id, c, secs);
+                                sample.cpu_us =
+                                    (self.nginx.cpu_secs() - cpu) * 1e6 / sample.requests;
+                                sample
+                            }
+                            _ => {
+                                let proxy = self.proxy(&self.s3.endpoint, &[]).await;
+                                self.s3.stats.reset();
+                                let cpu = proxy.cpu_secs();
+                                let mut sample = load::wrk(&proxy.url(""), size, &id, c, secs);
+                                sample.cpu_us = (proxy.cpu_secs() - cpu) * 1e6 / sample.requests;
+                                sample.stored_pct =
+                                    self.s3.stats.puts().1 as f64 * 100.0 / sample.requests;
+                                proxy.stop();
+                                self.s3.clear();
+                                sample
+                            }
+                        };
+                        stat.samples.push(sample);
+                    }
+                }
+                for (name, stat) in ["direct", "nginx proxy_pass", "imgproxy-cache"]
+                    .iter()
+                    .zip(&stats)
+                {
+                    let measured = |f: fn(&Sample) -> f64, digits| {
+                        if stat.median(f) > 0.0 {
+                            stat.cell(f, digits)
+                        } else {
+                            "—".to_owned()
                         }
                     };
-                    stat.samples.push(sample);
+                    let _ = writeln!(
+                        self.report,
+                        "| {size} | {c} | {name} | {} | {} | {} | {} | {} |",
+                        stat.cell(|s| s.rps, 0),
+                        stat.cell(|s| s.p50_ms, 3),
+                        stat.cell(|s| s.p99_ms, 3),
+                        measured(|s| s.cpu_us, 0),
+                        measured(|s| s.stored_pct, 0).replace(" (", " % ("),
+                    );
+                }
+                let (direct, nginx, proxy) = (&stats[0], &stats[1], &stats[2]);
+                if size == "50k" {
+                    let _ = writeln!(
+                        self.chart,
+                        "c={c} {:.0} {:.0} {:.0}",
+                        direct.median(|s| s.rps),
+                        nginx.median(|s| s.rps),
+                        proxy.median(|s| s.rps)
+                    );
+                }
+                if c >= 16 {
+                    let ratio = proxy.median(|s| s.rps) / nginx.median(|s| s.rps);
+                    self.checks.push(Check {
+                        what: format!(
+                            "{size} c={c}: imgproxy-cache throughput {ratio:.2}× nginx (target ≥ 1.10×)"
+                        ),
+                        pass: ratio >= 1.10,
+                    });
+                }
+                if c == 1 {
+                    let base = direct.median(|s| s.p50_ms);
+                    let ours = proxy.median(|s| s.p50_ms) - base;
+                    let theirs = nginx.median(|s| s.p50_ms) - base;
+                    self.checks.push(Check {
+                        what: format!(
+                            "{size} c=1: added p50 latency {ours:.3} ms vs nginx {theirs:.3} ms (target ≤ nginx)"
+                        ),
+                        pass: ours <= theirs,
+                    });
                 }
             }
-            for (name, stat) in ["direct", "nginx proxy_pass", "imgproxy-cache"]
-                .iter()
-                .zip(&stats)
-            {
-                let measured = |f: fn(&Sample) -> f64, digits| {
-                    if stat.median(f) > 0.0 {
-                        stat.cell(f, digits)
-                    } else {
-                        "—".to_owned()
-                    }
-                };
-                let _ = writeln!(
-                    report,
-                    "| {size} | {c} | {name} | {} | {} | {} | {} | {} |",
-                    stat.cell(|s| s.rps, 0),
-                    stat.cell(|s| s.p50_ms, 3),
-                    stat.cell(|s| s.p99_ms, 3),
-                    measured(|s| s.cpu_us, 0),
-                    measured(|s| s.stored_pct, 0).replace(" (", " % ("),
-                );
-            }
-            let (direct, nginx_s, proxy_s) = (&stats[0], &stats[1], &stats[2]);
-            if *size == "50k" {
-                let _ = writeln!(
-                    chart,
-                    "c={c} {:.0} {:.0} {:.0}",
-                    direct.median(|s| s.rps),
-                    nginx_s.median(|s| s.rps),
-                    proxy_s.median(|s| s.rps)
-                );
-            }
-            if c >= 16 {
-                let ratio = proxy_s.median(|s| s.rps) / nginx_s.median(|s| s.rps);
-                checks.push(Check {
-                    what: format!(
-                        "{size} c={c}: imgproxy-cache throughput {ratio:.2}× nginx (target ≥ 1.10×)"
-                    ),
-                    pass: ratio >= 1.10,
-                });
-            }
-            if c == 1 {
-                let base = direct.median(|s| s.p50_ms);
-                let ours = proxy_s.median(|s| s.p50_ms) - base;
-                let theirs = nginx_s.median(|s| s.p50_ms) - base;
-                checks.push(Check {
-                    what: format!(
-                        "{size} c=1: added p50 latency {:.3} ms vs nginx {:.3} ms (target ≤ nginx)",
-                        ours, theirs
-                    ),
-                    pass: ours <= theirs,
-                });
-            }
         }
     }
 
-    if args.miss_only {
-        finish(&args.out, report, &checks, &chart);
-        return;
-    }
-
-    // 3. S3 slow (every call +500 ms) and S3 down: the client must not notice. Measured at a
-    // steady load the machine carries with uploads on: at saturation, the work a healthy S3
-    // makes possible (storing results) takes CPU that trouble frees, so the comparison would
-    // measure that work instead of whether trouble reaches clients.
-    let _ = writeln!(
-        report,
-        "\n### Client latency under S3 trouble (50k bodies, 16 connections, each pausing \
-         ~{TROUBLE_PAUSE_MS} ms between requests)\n\n\
-         | S3 | req/s | p50 ms | p99 ms | CPU µs/req | stored |\n|---|---|---|---|---|---|"
-    );
-    let conditions = [
-        ("healthy", 0, &s3.endpoint),
-        ("slow (+500 ms per call)", 500, &s3.endpoint),
-        ("down (connection refused)", 0, &dead_s3),
-    ];
-    let mut stats: [Stat; 3] = std::array::from_fn(|_| Stat { samples: vec![] });
-    for _ in 0..args.reps {
-        // Interleaved, so a noisy moment hurts every condition alike.
-        for ((_, delay, endpoint), stat) in conditions.iter().zip(stats.iter_mut()) {
-            run += 1;
-            s3.delay_ms
-                .store(*delay, std::sync::atomic::Ordering::SeqCst);
-            let env = [
-                s3_env(endpoint),
-                vec![("SHUTDOWN_TIMEOUT_SECS", "2".to_owned())],
-            ]
-            .concat();
-            let proxy = Proxy::start(&args.proxy_bin, &env).await;
-            s3.stats.reset();
-            let cpu = proxy.cpu_secs();
-            let mut sample = load::wrk_paced(
-                &proxy.url(""),
-                "50k",
-                &format!("r{run}"),
-                16,
-                args.secs,
-                load::Pace::PauseMs(TROUBLE_PAUSE_MS),
-            );
-            sample.cpu_us = (proxy.cpu_secs() - cpu) * 1e6 / sample.requests;
-            sample.stored_pct = s3.stats.puts().1 as f64 * 100.0 / sample.requests;
-            proxy.stop();
-            s3.clear();
-            stat.samples.push(sample);
-        }
-    }
-    let mut p99 = Vec::new();
-    for ((name, ..), stat) in conditions.iter().zip(&stats) {
+    /// Scenario 3, S3 trouble: slow (every call +500 ms) and down; the client must not notice.
+    /// Measured at a steady load the machine carries with uploads on: at saturation, the work a
+    /// healthy S3 makes possible (storing results) takes CPU that trouble frees, so the
+    /// comparison would measure that work instead of whether trouble reaches clients.
+    async fn s3_trouble(&mut self) {
         let _ = writeln!(
-            report,
-            "| {name} | {} | {} | {} | {} | {} |",
-            stat.cell(|s| s.rps, 0),
-            stat.cell(|s| s.p50_ms, 3),
-            stat.cell(|s| s.p99_ms, 3),
-            stat.cell(|s| s.cpu_us, 0),
-            stat.cell(|s| s.stored_pct, 0).replace(" (", " % ("),
+            self.report,
+            "\n### Client latency under S3 trouble (50k bodies, 16 connections, each pausing \
+             ~{TROUBLE_PAUSE_MS} ms between requests)\n\n\
+             | S3 | req/s | p50 ms | p99 ms | CPU µs/req | stored |\n|---|---|---|---|---|---|"
         );
-        p99.push((name, stat.median(|s| s.p99_ms)));
-    }
-    s3.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
-    for (name, value) in &p99[1..] {
-        let change = value / p99[0].1 - 1.0;
-        checks.push(Check {
-            what: format!(
-                "S3 {name}: client p99 changes by {:+.1}% (target within ±5%)",
-                change * 100.0
-            ),
-            pass: change.abs() <= 0.05,
-        });
+        let conditions = [
+            ("healthy", 0, self.s3.endpoint.clone()),
+            ("slow (+500 ms per call)", 500, self.s3.endpoint.clone()),
+            ("down (connection refused)", 0, self.dead_s3.clone()),
+        ];
+        let mut stats: [Stat; 3] = std::array::from_fn(|_| Stat { samples: vec![] });
+        for _ in 0..self.args.reps {
+            // Interleaved, so a noisy moment hurts every condition alike.
+            for ((_, delay, endpoint), stat) in conditions.iter().zip(stats.iter_mut()) {
+                let id = self.next_run();
+                self.s3.delay_ms.store(*delay, Ordering::SeqCst);
+                let proxy = self
+                    .proxy(endpoint, &[("SHUTDOWN_TIMEOUT_SECS", "2".to_owned())])
+                    .await;
+                self.s3.stats.reset();
+                let cpu = proxy.cpu_secs();
+                let mut sample = load::wrk_paced(
+                    &proxy.url(""),
+                    "50k",
+                    &id,
+                    16,
+                    self.args.secs,
+                    load::Pace::PauseMs(TROUBLE_PAUSE_MS),
+                );
+                sample.cpu_us = (proxy.cpu_secs() - cpu) * 1e6 / sample.requests;
+                sample.stored_pct = self.s3.stats.puts().1 as f64 * 100.0 / sample.requests;
+                proxy.stop();
+                self.s3.clear();
+                stat.samples.push(sample);
+            }
+        }
+        self.s3.delay_ms.store(0, Ordering::SeqCst);
+        for ((name, ..), stat) in conditions.iter().zip(&stats) {
+            let _ = writeln!(
+                self.report,
+                "| {name} | {} | {} | {} | {} | {} |",
+                stat.cell(|s| s.rps, 0),
+                stat.cell(|s| s.p50_ms, 3),
+                stat.cell(|s| s.p99_ms, 3),
+                stat.cell(|s| s.cpu_us, 0),
+                stat.cell(|s| s.stored_pct, 0).replace(" (", " % ("),
+            );
+        }
+        let healthy = stats[0].median(|s| s.p99_ms);
+        for ((name, ..), stat) in conditions.iter().zip(&stats).skip(1) {
+            let change = stat.median(|s| s.p99_ms) / healthy - 1.0;
+            self.checks.push(Check {
+                what: format!(
+                    "S3 {name}: client p99 changes by {:+.1}% (target within ±5%)",
+                    change * 100.0
+                ),
+                pass: change.abs() <= 0.05,
+            });
+        }
     }
 
-    // 4. Backlog: S3 down, many unique 1 MB results; memory must stay near the byte cap.
-    let (count, cap_mib) = if args.smoke { (50, 16) } else { (1000, 64) };
-    let env = [
-        s3_env(&dead_s3),
-        vec![
+    /// Scenario 4, backlog: S3 down, many unique 1 MB results; memory must stay near the byte
+    /// cap.
+    async fn backlog(&mut self) {
+        let (count, cap_mib) = if self.args.smoke {
+            (50, 16)
+        } else {
+            (1000, 64)
+        };
+        let settings = [
             (
                 "UPLOAD_QUEUE_MAX_BYTES",
                 (cap_mib * 1024 * 1024).to_string(),
             ),
             ("MAX_CACHEABLE_BYTES", (2 * 1024 * 1024).to_string()),
             ("SHUTDOWN_TIMEOUT_SECS", "2".to_owned()),
-        ],
-    ]
-    .concat();
-    let proxy = Proxy::start(&args.proxy_bin, &env).await;
-    let base = proxy.url("/1m/backlog-");
-    let ok = load::fire(count, 16, move |i| format!("{base}{i}")).await;
-    let rss = proxy.peak_rss_mib();
-    let metrics = load_metrics(&proxy).await;
-    let drops = metric(
-        &metrics,
-        r#"imgproxy_cache_uploads_total{outcome="dropped_full"}"#,
-    );
-    proxy.stop();
-    let _ = writeln!(
-        report,
-        "\n### Backlog: S3 down, {count} unique 1 MB results\n\n\
-         | answered 200 | queue byte cap | peak RSS | results dropped |\n|---|---|---|---|\n\
-         | {ok}/{count} | {cap_mib} MiB | {rss:.0} MiB | {drops:.0} |"
-    );
-    checks.push(Check {
-        what: format!(
-            "backlog: peak RSS {rss:.0} MiB ≤ cap {cap_mib} MiB + 64 MiB; {drops:.0} drops counted"
-        ),
-        pass: rss <= (cap_mib + 64) as f64 && ok == count,
-    });
-
-    // 5. Duplicates: many requests over few keys; each key must be PUT once.
-    let (total, keys) = if args.smoke { (500, 10) } else { (10_000, 100) };
-    let _ = writeln!(
-        report,
-        "\n### Duplicates: {total} requests over {keys} keys, 16 connections\n\n\
-         | dedup | PUTs | keys | PUTs per key | HEADs |\n|---|---|---|---|---|"
-    );
-    for mode in ["head", "conditional"] {
-        s3.stats.reset();
-        let env = [
-            s3_env(&s3.endpoint),
-            vec![("UPLOAD_DEDUP", mode.to_owned())],
-        ]
-        .concat();
-        let proxy = Proxy::start(&args.proxy_bin, &env).await;
-        let base = proxy.url(&format!("/50k/dup-{mode}-"));
-        load::fire(total, 16, move |i| format!("{base}{}", i % keys)).await;
-        proxy.stop();
-        let (puts, distinct) = s3.stats.puts();
-        let heads = s3.stats.heads.load(std::sync::atomic::Ordering::SeqCst);
-        let per_key = puts as f64 / distinct.max(1) as f64;
-        let _ = writeln!(
-            report,
-            "| {mode} | {puts} | {distinct} | {per_key:.3} | {heads} |"
+        ];
+        let proxy = self.proxy(&self.dead_s3, &settings).await;
+        let base = proxy.url("/1m/backlog-");
+        let ok = load::fire(count, 16, move |i| format!("{base}{i}")).await;
+        let rss = proxy.peak_rss_mib();
+        let metrics = load_metrics(&proxy).await;
+        let drops = metric(
+            &metrics,
+            r#"imgproxy_cache_uploads_total{outcome="dropped_full"}"#,
         );
-        checks.push(Check {
-            what: format!("duplicates ({mode}): {per_key:.3} PUTs per key (target ≤ 1.02)"),
-            pass: per_key <= 1.02 && distinct == keys as u64,
+        proxy.stop();
+        let _ = writeln!(
+            self.report,
+            "\n### Backlog: S3 down, {count} unique 1 MB results\n\n\
+             | answered 200 | queue byte cap | peak RSS | results dropped |\n|---|---|---|---|\n\
+             | {ok}/{count} | {cap_mib} MiB | {rss:.0} MiB | {drops:.0} |"
+        );
+        self.checks.push(Check {
+            what: format!(
+                "backlog: peak RSS {rss:.0} MiB ≤ cap {cap_mib} MiB + 64 MiB; {drops:.0} drops counted"
+            ),
+            pass: rss <= (cap_mib + 64) as f64 && ok == count,
         });
     }
 
-    finish(&args.out, report, &checks, &chart);
+    /// Scenario 5, duplicates: many requests over few keys; each key must be PUT once.
+    async fn duplicates(&mut self) {
+        let (total, keys) = if self.args.smoke {
+            (500, 10)
+        } else {
+            (10_000, 100)
+        };
+        let _ = writeln!(
+            self.report,
+            "\n### Duplicates: {total} requests over {keys} keys, 16 connections\n\n\
+             | dedup | PUTs | keys | PUTs per key | HEADs |\n|---|---|---|---|---|"
+        );
+        for mode in ["head", "conditional"] {
+            self.s3.stats.reset();
+            let proxy = self
+                .proxy(&self.s3.endpoint, &[("UPLOAD_DEDUP", mode.to_owned())])
+                .await;
+            let base = proxy.url(&format!("/50k/dup-{mode}-"));
+            load::fire(total, 16, move |i| format!("{base}{}", i % keys)).await;
+            proxy.stop();
+            let (puts, distinct) = self.s3.stats.puts();
+            let heads = self.s3.stats.heads.load(Ordering::SeqCst);
+            let per_key = puts as f64 / distinct.max(1) as f64;
+            let _ = writeln!(
+                self.report,
+                "| {mode} | {puts} | {distinct} | {per_key:.3} | {heads} |"
+            );
+            self.checks.push(Check {
+                what: format!("duplicates ({mode}): {per_key:.3} PUTs per key (target ≤ 1.02)"),
+                pass: per_key <= 1.02 && distinct == keys as u64,
+            });
+        }
+    }
 }
 
 /// Appends the targets, prints the report and writes results.md and the chart.
