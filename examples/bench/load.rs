@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 /// One wrk run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Sample {
     pub rps: f64,
     pub p50_ms: f64,
@@ -23,6 +23,8 @@ pub struct Sample {
     /// Share of the answered requests whose result reached S3 during the run, in %
     /// (0 when not measured).
     pub stored_pct: f64,
+    /// Every latency wrk recorded: (µs, how many requests took that long), by value.
+    pub latency_us: Vec<(u64, u64)>,
 }
 
 /// Every request of a wrk run gets its own path — `/<size>/<run>-<thread>-<n>` — so every
@@ -32,6 +34,17 @@ local threads = 0
 function setup(thread) threads = threads + 1; thread:set("tid", threads) end
 function init(args) prefix = args[1] .. args[2] .. "-" .. tid .. "-"; n = 0 end
 function request() n = n + 1; return wrk.format(nil, prefix .. n) end
+"#;
+
+/// Prints every latency wrk recorded, so runs can be pooled: one `latency-us <µs> <count>` line
+/// per distinct value.
+const HISTOGRAM: &str = r#"
+function done(summary, latency, requests)
+  for i = 1, #latency do
+    local us, count = latency(i)
+    io.write(string.format("latency-us %d %d\n", us, count))
+  end
+end
 "#;
 
 /// Added to [`UNIQUE_PATHS`] for a paced run: each connection waits `args[3]` ms on average
@@ -69,11 +82,15 @@ pub fn wrk_paced(
     secs: u64,
     pace: Pace,
 ) -> Sample {
-    let (name, script, pause) = match pace {
-        Pace::Flat => ("unique", UNIQUE_PATHS.to_owned(), 0),
-        Pace::PauseMs(ms) => ("paced", format!("{UNIQUE_PATHS}{PACED}"), ms),
+    let (script, pause) = match pace {
+        Pace::Flat => (format!("{UNIQUE_PATHS}{HISTOGRAM}"), 0),
+        Pace::PauseMs(ms) => (format!("{UNIQUE_PATHS}{PACED}{HISTOGRAM}"), ms),
     };
-    let script_path = std::env::temp_dir().join(format!("imgproxy-cache-bench-{name}.lua"));
+    // A file per run: runs may go at the same time.
+    let script_path = std::env::temp_dir().join(format!(
+        "imgproxy-cache-bench-{}-{run_id}.lua",
+        std::process::id()
+    ));
     std::fs::write(&script_path, script).expect("write wrk script");
     let threads = connections.clamp(1, 2);
     let out = Command::new("wrk")
@@ -84,6 +101,7 @@ pub fn wrk_paced(
         .args(["--", &format!("/{size}/"), run_id, &pause.to_string()])
         .output()
         .expect("run wrk (scripts/bench installs it)");
+    let _ = std::fs::remove_file(&script_path);
     let text = String::from_utf8_lossy(&out.stdout);
     parse_wrk(&text).unwrap_or_else(|| panic!("unreadable wrk output:\n{text}"))
 }
@@ -107,7 +125,15 @@ fn parse_wrk(text: &str) -> Option<Sample> {
         .trim()
         .parse()
         .ok()?;
+    let latency_us = text
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.strip_prefix("latency-us ")?.split(' ');
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        })
+        .collect();
     Some(Sample {
+        latency_us,
         rps,
         p50_ms: percentile("50%")?,
         p99_ms: percentile("99%")?,

@@ -97,19 +97,29 @@ impl S3Stats {
     }
 }
 
+/// The S3 stand-in: one store behind two fronts, a healthy one and a slow one.
+pub struct S3 {
+    pub healthy: Front,
+    /// Waits [`SLOW_S3_DELAY`] before every call.
+    pub slow: Front,
+    store: MemStore,
+}
+
+/// One way into the S3 stand-in, counting what reached it.
+#[derive(Clone)]
+pub struct Front {
+    pub endpoint: String,
+    pub stats: Arc<S3Stats>,
+}
+
+/// What the slow front adds to every S3 call.
+pub const SLOW_S3_DELAY: Duration = Duration::from_millis(500);
+
 impl S3 {
     /// Forgets every stored object (between runs, so the map does not grow for the whole run).
     pub fn clear(&self) {
         self.store.clear();
     }
-}
-
-pub struct S3 {
-    pub endpoint: String,
-    pub stats: Arc<S3Stats>,
-    /// Milliseconds added before every object call (0: healthy).
-    pub delay_ms: Arc<AtomicU64>,
-    store: MemStore,
 }
 
 /// Starts the S3 stand-in on a thread of its own at idle CPU priority (`SCHED_IDLE`). In
@@ -127,7 +137,16 @@ pub fn s3() -> S3 {
                 .build()
                 .expect("a one-thread runtime");
             runtime.block_on(async move {
-                tx.send(start_s3().await).expect("the bench waits for S3");
+                let store = MemStore::default();
+                let mut builder = s3s::service::S3ServiceBuilder::new(store.clone());
+                builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+                let service = builder.build();
+                let s3 = S3 {
+                    healthy: front(service.clone(), Duration::ZERO).await,
+                    slow: front(service, SLOW_S3_DELAY).await,
+                    store,
+                };
+                tx.send(s3).expect("the bench waits for S3");
                 std::future::pending::<()>().await
             })
         })
@@ -148,20 +167,15 @@ fn idle_priority() {
     );
 }
 
-async fn start_s3() -> S3 {
-    let store = MemStore::default();
-    let mut builder = s3s::service::S3ServiceBuilder::new(store.clone());
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    let service = builder.build();
+/// Serves `service` on a port of its own, waiting `delay` before every call.
+async fn front(service: s3s::service::S3Service, delay: Duration) -> Front {
     let stats = Arc::new(S3Stats::default());
-    let delay_ms = Arc::new(AtomicU64::new(0));
-    let (st, delay) = (stats.clone(), delay_ms.clone());
+    let st = stats.clone();
     let addr = serve(move |req: Request<Incoming>| {
-        let (service, st, delay) = (service.clone(), st.clone(), delay.clone());
+        let (service, st) = (service.clone(), st.clone());
         async move {
-            let ms = delay.load(Ordering::SeqCst);
-            if ms > 0 {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
             match *req.method() {
                 http::Method::PUT => {
@@ -194,10 +208,8 @@ async fn start_s3() -> S3 {
         }
     })
     .await;
-    S3 {
+    Front {
         endpoint: format!("http://{addr}"),
         stats,
-        delay_ms,
-        store,
     }
 }
