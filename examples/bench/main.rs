@@ -425,8 +425,9 @@ impl Bench {
                 changes.map(|(s, h)| s.p99_ms / h.p99_ms - 1.0).collect()
             })
             .collect();
-        for (((name, _), stat), changes) in conditions.iter().zip(&stats).zip(&paired) {
-            let same_run = if std::ptr::eq(stat, &stats[0]) {
+        let rows = conditions.iter().zip(&stats).zip(&paired).enumerate();
+        for (i, (((name, _), stat), changes)) in rows {
+            let same_run = if i == 0 {
                 "—".to_owned()
             } else {
                 let (lo, hi) = min_max(changes);
