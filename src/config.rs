@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::Uri;
+use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::cache::policy::{Rules, SvgRule};
 
 /// `IMGPROXY_BIND`: where the proxy listens. `:8080` means every interface, as in the Go sidecar.
 pub const DEFAULT_BIND: &str = ":8080";
@@ -19,8 +22,23 @@ pub const DEFAULT_UPSTREAM_URL: &str = "http://127.0.0.1:8081";
 pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 60;
 /// `HEALTH_CHECK_TIMEOUT_IN_SEC`: how long start-up waits for the upstream's `GET /health`.
 pub const DEFAULT_HEALTH_CHECK_TIMEOUT_IN_SEC: u64 = 30;
-/// `MAX_CONNECTIONS`: client connections served at once; further ones wait in the backlog.
+/// `MAX_CONNECTIONS`: client connections served at once. When all are taken, a new client
+/// takes the place of the connection that has been idle longest; with none idle, it waits in
+/// the backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// `CLIENT_HEADER_TIMEOUT_SECS`: a new connection's first request head, and any request head
+/// once its first byte has arrived, must be complete within this time. An image URL's head is
+/// a few hundred bytes; 10 s is ample on the slowest mobile link and short enough that silent
+/// sockets cannot hold places for long.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// `CLIENT_KEEPALIVE_TIMEOUT_SECS`: an idle connection between two requests is closed after
+/// this time. Longer than the 60 s idle timeout of an AWS load balancer, which must never find
+/// its connection closed by the target (it would answer 502), and nginx's 75 s default.
+pub const DEFAULT_CLIENT_KEEPALIVE_TIMEOUT_SECS: u64 = 75;
+/// `CLIENT_WRITE_TIMEOUT_SECS`: a client that accepts no byte of a response for this long is
+/// cut off, and the result it was receiving is not stored. Any live client, on any link, takes
+/// some bytes within seconds.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT_SECS: u64 = 30;
 /// `S3_ENDPOINT`: Tigris, the Go sidecar's default.
 pub const DEFAULT_S3_ENDPOINT: &str = "https://fly.storage.tigris.dev";
 /// `S3_REGION`: Tigris accepts `auto`; AWS users set their bucket's region.
@@ -31,6 +49,19 @@ pub const DEFAULT_S3_ADDRESSING_STYLE: AddressingStyle = AddressingStyle::Path;
 pub const DEFAULT_CACHE_DIR: &str = "./cache";
 /// `MAX_CACHEABLE_BYTES`: bigger responses still stream to the client but are not stored.
 pub const DEFAULT_MAX_CACHEABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// `MIN_STORE_MAX_AGE_SECS`: results that may be kept for less (by `max-age`, `s-maxage` or
+/// `Expires`) are not stored, because the bucket keeps objects for good. imgproxy's default
+/// TTL is a year, so ordinary results pass; a URL with `expires` answers with the seconds it
+/// has left, and a TTL set short on purpose says results must not live long. A day keeps both
+/// out of the bucket while costing a deployment with a TTL of a day or more nothing.
+pub const DEFAULT_MIN_STORE_MAX_AGE_SECS: u64 = 86_400;
+/// `STORE_SVG`: which SVG results are stored. `sanitized`: only those the bundled worker
+/// sanitised (it marks them); imgproxy's `raw` results and any unmarked SVG are not, since an
+/// SVG can carry scripts that would run on the bucket's origin.
+pub const DEFAULT_STORE_SVG: SvgRule = SvgRule::Sanitized;
+/// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed. None by default: a client's
+/// own claims about its address are replaced by the address it connects from.
+pub const DEFAULT_TRUSTED_PROXIES: &str = "";
 /// `UPLOAD_QUEUE_CAPACITY`: uploads waiting for a free slot; more are dropped.
 pub const DEFAULT_UPLOAD_QUEUE_CAPACITY: usize = 1024;
 /// `UPLOAD_QUEUE_MAX_BYTES`: bytes held by waiting or running uploads; more are dropped.
@@ -100,7 +131,22 @@ pub const SETTINGS: &[Setting] = &[
     row(
         "MAX_CONNECTIONS",
         "4096",
-        "Client connections served at once.",
+        "Client connections served at once; at the limit, the longest-idle one makes room.",
+    ),
+    row(
+        "CLIENT_HEADER_TIMEOUT_SECS",
+        "10",
+        "Limit for a request head, from its first byte (from accept on a new connection).",
+    ),
+    row(
+        "CLIENT_KEEPALIVE_TIMEOUT_SECS",
+        "75",
+        "An idle connection between requests is closed after this.",
+    ),
+    row(
+        "CLIENT_WRITE_TIMEOUT_SECS",
+        "30",
+        "A client that takes no response byte for this long is cut off.",
     ),
     row(
         "S3_BUCKET",
@@ -144,6 +190,21 @@ pub const SETTINGS: &[Setting] = &[
         "Largest response stored; bigger ones stream through unstored.",
     ),
     row(
+        "MIN_STORE_MAX_AGE_SECS",
+        "86400",
+        "Results whose `max-age`/`s-maxage`/`Expires` allows less are not stored (the bucket keeps objects for good).",
+    ),
+    row(
+        "STORE_SVG",
+        "sanitized",
+        "`sanitized`: only SVG the bundled worker sanitised; `always`: every SVG (the upstream sanitises all, no `raw`); `never`.",
+    ),
+    row(
+        "TRUSTED_PROXIES",
+        "(empty)",
+        "Comma-separated CIDRs (or addresses) of fronts whose `X-Forwarded-For` is kept and extended; anyone else's is replaced.",
+    ),
+    row(
         "UPLOAD_QUEUE_CAPACITY",
         "1024",
         "Uploads waiting for a free upload slot; when full, new results are dropped.",
@@ -151,7 +212,7 @@ pub const SETTINGS: &[Setting] = &[
     row(
         "UPLOAD_QUEUE_MAX_BYTES",
         "268435456",
-        "Bytes held by waiting or running uploads; past it new ones are dropped.",
+        "Bytes held by copies of results in flight and by waiting or running uploads; past it results stream uncopied.",
     ),
     row("UPLOAD_CONCURRENCY", "8", "Store calls in flight at once."),
     row(
@@ -228,6 +289,9 @@ struct Env {
     upstream_timeout_secs: Option<u64>,
     health_check_timeout_in_sec: Option<u64>,
     max_connections: Option<usize>,
+    client_header_timeout_secs: Option<u64>,
+    client_keepalive_timeout_secs: Option<u64>,
+    client_write_timeout_secs: Option<u64>,
     s3_bucket: Option<String>,
     s3_folder: Option<String>,
     s3_endpoint: Option<String>,
@@ -237,6 +301,9 @@ struct Env {
     s3_assume_role_external_id: Option<String>,
     cache_dir: Option<String>,
     max_cacheable_bytes: Option<u64>,
+    min_store_max_age_secs: Option<u64>,
+    store_svg: Option<String>,
+    trusted_proxies: Option<String>,
     upload_queue_capacity: Option<usize>,
     upload_queue_max_bytes: Option<u64>,
     upload_concurrency: Option<usize>,
@@ -261,11 +328,15 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub health_check_timeout: Duration,
     pub max_connections: usize,
+    pub client: ClientTimeouts,
     /// Where results go.
     pub storage: StorageConfig,
     /// Prepended to every key, as is (`S3_FOLDER`).
     pub key_prefix: String,
-    pub max_cacheable_bytes: u64,
+    /// What may be stored: size, lifetime, SVG.
+    pub store: Rules,
+    /// `TRUSTED_PROXIES`.
+    pub trusted_proxies: Vec<IpNet>,
     pub upload: UploadConfig,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
@@ -312,6 +383,14 @@ impl std::fmt::Debug for StorageConfig {
             ),
         }
     }
+}
+
+/// How long a client may take; see the `DEFAULT_CLIENT_*` constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    pub header: Duration,
+    pub keep_alive: Duration,
+    pub write: Duration,
 }
 
 /// Settings of the upload queue.
@@ -506,9 +585,48 @@ impl Env {
                 self.max_connections,
                 DEFAULT_MAX_CONNECTIONS,
             )?,
+            client: ClientTimeouts {
+                header: secs(
+                    "CLIENT_HEADER_TIMEOUT_SECS",
+                    self.client_header_timeout_secs,
+                    DEFAULT_CLIENT_HEADER_TIMEOUT_SECS,
+                )?,
+                keep_alive: secs(
+                    "CLIENT_KEEPALIVE_TIMEOUT_SECS",
+                    self.client_keepalive_timeout_secs,
+                    DEFAULT_CLIENT_KEEPALIVE_TIMEOUT_SECS,
+                )?,
+                write: secs(
+                    "CLIENT_WRITE_TIMEOUT_SECS",
+                    self.client_write_timeout_secs,
+                    DEFAULT_CLIENT_WRITE_TIMEOUT_SECS,
+                )?,
+            },
             storage,
             key_prefix,
-            max_cacheable_bytes,
+            store: Rules {
+                max_bytes: max_cacheable_bytes,
+                min_max_age: Duration::from_secs(
+                    self.min_store_max_age_secs
+                        .unwrap_or(DEFAULT_MIN_STORE_MAX_AGE_SECS),
+                ),
+                svg: choice(
+                    "STORE_SVG",
+                    self.store_svg,
+                    DEFAULT_STORE_SVG,
+                    &[
+                        ("sanitized", SvgRule::Sanitized),
+                        ("always", SvgRule::Always),
+                        ("never", SvgRule::Never),
+                    ],
+                )?,
+            },
+            trusted_proxies: cidrs(
+                "TRUSTED_PROXIES",
+                self.trusted_proxies
+                    .as_deref()
+                    .unwrap_or(DEFAULT_TRUSTED_PROXIES),
+            )?,
             upload,
             shutdown_timeout: Duration::from_secs(
                 self.shutdown_timeout_secs
@@ -563,6 +681,24 @@ fn positive(var: &'static str, value: Option<usize>, default: usize) -> Result<u
 fn secs(var: &'static str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
     positive(var, value.map(|v| v as usize), default as usize)
         .map(|s| Duration::from_secs(s as u64))
+}
+
+/// A comma-separated list of networks (`10.0.0.0/8`, `fdaa::/16`) or single addresses.
+fn cidrs(var: &'static str, raw: &str) -> Result<Vec<IpNet>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| ConfigError::Invalid {
+                    var,
+                    value: raw.to_owned(),
+                    why: "expected comma-separated networks such as 10.0.0.0/8 or addresses",
+                })
+        })
+        .collect()
 }
 
 /// `:8080` → `0.0.0.0:8080` (Go's meaning); anything else must be `host:port`.
@@ -672,6 +808,11 @@ mod tests {
             ("UPLOAD_NICE", "20"),
             ("UPLOAD_NICE", "-5"),
             ("S3_FOLDER", "../up"),
+            ("CLIENT_HEADER_TIMEOUT_SECS", "0"),
+            ("CLIENT_WRITE_TIMEOUT_SECS", "soon"),
+            ("STORE_SVG", "sometimes"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, fly"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ];
         for (var, value) in cases {
             let mut vars = vec![(*var, *value)];

@@ -193,7 +193,11 @@ async fn serve(config: Config) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    tracing::info!(bind = %config.bind, upstream = %config.upstream, "ready");
+    // The address actually bound: with port 0 in IMGPROXY_BIND, the one the system chose.
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| config.bind.clone(), |a| a.to_string());
+    tracing::info!(%addr, upstream = %config.upstream, "ready");
     let report = proxy::run(listener, config, store, shutdown_signal()).await;
     if report.abandoned > 0 {
         return ExitCode::FAILURE;

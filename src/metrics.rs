@@ -42,6 +42,9 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Bytes held by uploads waiting or running.
     pub queue_bytes: Gauge,
+    /// Client connections the proxy closed on its own, by reason: `header_timeout`,
+    /// `idle_timeout`, `write_timeout`, `evicted` (idle, and its place was needed).
+    pub client_closed: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +99,12 @@ impl Metrics {
             "Bytes held by uploads waiting or running",
             queue_bytes.clone(),
         );
+        let client_closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "client_connections_closed",
+            "Client connections closed by the proxy, by reason",
+            client_closed.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -105,11 +114,18 @@ impl Metrics {
             upload_retries,
             queue_depth,
             queue_bytes,
+            client_closed,
         }
     }
 
     pub fn upload(&self, outcome: &'static str) {
         self.uploads.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn client_closed(&self, reason: &'static str) {
+        self.client_closed
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The text exposition format, for `GET /_imgproxy-cache/metrics`.

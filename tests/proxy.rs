@@ -24,7 +24,7 @@ async fn stores_each_success_under_the_md5_of_its_path() {
     let (stored, content_type, cache_control) = s3.object(&key(path)).await.expect("stored");
     assert_eq!(stored, body);
     assert_eq!(content_type, "image/jpeg");
-    assert_eq!(cache_control.as_deref(), Some("max-age=3600, public"));
+    assert_eq!(cache_control.as_deref(), Some("max-age=31536000, public"));
     assert_eq!(s3.keys().await, vec![key(path)]);
 }
 
@@ -95,6 +95,9 @@ async fn never_stores_what_must_not_be_shared() {
             200,
         ),
         (Method::GET, "/nostore/x", &[], 200),
+        (Method::GET, "/html/x", &[], 200),
+        (Method::GET, "/svg/x", &[], 200),
+        (Method::GET, "/ttl/3600", &[], 200),
     ];
     for (method, path, headers, status) in cases {
         let response = request(method.clone(), &proxy.url(path), headers).await;
@@ -123,9 +126,139 @@ async fn never_stores_what_must_not_be_shared() {
         ),
         4.0
     );
+    for reason in ["content_type", "unsanitized_svg", "short_lived"] {
+        let series = format!(r#"imgproxy_cache_not_cacheable_total{{reason="{reason}"}}"#);
+        assert_eq!(metric(&metrics, &series), 1.0, "{series}");
+    }
     proxy.shutdown().await;
     assert_eq!(s3.keys().await, Vec::<String>::new());
     assert_eq!(s3.puts(), 0);
+}
+
+/// An SVG the worker marked as sanitised is stored, with STORE_SVG at its default; so is any
+/// SVG with `always`, and none with `never`. A result that may live for MIN_STORE_MAX_AGE_SECS
+/// is stored.
+#[tokio::test]
+async fn stores_vouched_svg_and_long_lived_results() {
+    for (rule, stored) in [
+        ("sanitized", vec!["/svgsanitized/x", "/ttl/86400"]),
+        ("always", vec!["/svg/x", "/svgsanitized/x", "/ttl/86400"]),
+        ("never", vec!["/ttl/86400"]),
+    ] {
+        let upstream = Upstream::start().await;
+        let s3 = S3::start().await;
+        let proxy = Proxy::start(config(&upstream, &[("STORE_SVG", rule)]), s3.store()).await;
+        for path in ["/svg/x", "/svgsanitized/x", "/ttl/86400"] {
+            assert_eq!(get(&proxy.url(path)).await.0, StatusCode::OK);
+        }
+        proxy.shutdown().await;
+        let mut want: Vec<String> = stored.iter().map(|p| key(p)).collect();
+        let mut got = s3.keys().await;
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "STORE_SVG={rule}");
+    }
+}
+
+/// A body framed by nothing but the end of the connection cannot be told from one cut short:
+/// the client gets what came, nothing is stored.
+#[tokio::test]
+async fn never_stores_a_body_without_framing() {
+    let url = raw_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: image/jpeg\r\ncache-control: max-age=31536000\r\n\
+          connection: close\r\n\r\nhalf an ima",
+    )
+    .await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config_for(&url, &[]), s3.store()).await;
+    let (status, body) = try_get(&proxy.url("/cut/x")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"half an ima");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_not_cacheable_total{reason="unframed"}"#
+        ),
+        1.0
+    );
+    proxy.shutdown().await;
+    assert_eq!(s3.puts(), 0);
+}
+
+/// A client's own `X-Forwarded-For`, `X-Real-IP` and `Forwarded` never reach the upstream as
+/// if true; from a peer in TRUSTED_PROXIES the list is kept and extended.
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let claims = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-real-ip", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+    ];
+    let seen = |proxy: &Proxy| {
+        let url = proxy.url("/echo/x");
+        async move {
+            let response = request(Method::GET, &url, &claims).await;
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8(body.to_vec()).unwrap()
+        }
+    };
+
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    assert_eq!(
+        seen(&proxy).await,
+        "x-forwarded-for: 127.0.0.1\nx-real-ip: \nforwarded: "
+    );
+    proxy.shutdown().await;
+
+    let trusted = [("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")];
+    let proxy = Proxy::start(config(&upstream, &trusted), s3.store()).await;
+    assert_eq!(
+        seen(&proxy).await,
+        "x-forwarded-for: 6.6.6.6, 127.0.0.1\nx-real-ip: 6.6.6.6\nforwarded: for=6.6.6.6"
+    );
+    proxy.shutdown().await;
+}
+
+/// Many clients missing one key at once make one copy, and that copy is counted against the
+/// byte budget while it is being made.
+#[tokio::test]
+async fn concurrent_misses_of_one_key_make_one_copy() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let path = "/gated/popular";
+    let mut bodies = Vec::new();
+    for _ in 0..10 {
+        let mut body = request(Method::GET, &proxy.url(path), &[])
+            .await
+            .into_body();
+        // The first half has streamed through: the copy, if any, is under way.
+        body.frame().await.unwrap().unwrap();
+        bodies.push(body);
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(&metrics, "imgproxy_cache_upload_queue_bytes"),
+        body_for(path).len() as f64,
+        "one copy, held against the budget"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_uploads_total{outcome="skipped_in_flight"}"#
+        ),
+        9.0
+    );
+    upstream.release();
+    for body in bodies {
+        body.collect().await.unwrap();
+    }
+    proxy.shutdown().await;
+    assert_eq!(s3.puts(), 1);
+    assert_eq!(s3.object(&key(path)).await.unwrap().0, body_for(path));
 }
 
 /// A body cut short by the upstream reaches the client as an error and is not stored.

@@ -1044,6 +1044,14 @@ async fn svg_sources_over_http() {
         let svg = text(&body);
         assert!(svg.contains("<svg") && svg.contains("<path"), "{svg}");
         assert!(!svg.contains("alert") && !svg.contains("onload"), "{svg}");
+        // Marked as sanitised, so the proxy may store it; `raw` is the source as it came, and
+        // is not marked.
+        let marker = imgproxy_cache::cache::policy::SANITIZED_SVG_HEADER;
+        assert_eq!(header(&headers, marker), "1");
+        let (status, headers, body) = worker.get_plain("raw:1", "local:///logo.svg").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text(&body).contains("alert"));
+        assert!(!headers.contains_key(marker));
 
         for (options, source) in [
             ("rs:fit:80:0", "local:///logo.svg@png"),

@@ -52,13 +52,18 @@ impl FsStore {
         Ok((self.root.join(key), self.root.join(META_DIR).join(key)))
     }
 
-    async fn write_tmp(&self, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    /// Writes `bytes` to a new temporary file. The bytes are shared with the blocking task,
+    /// not copied for it (as `tokio::fs::write` would: one more copy of every result).
+    async fn write_tmp(&self, bytes: Bytes) -> std::io::Result<PathBuf> {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let path = self
             .root
             .join(TMP_DIR)
             .join(format!("{}-{n}", std::process::id()));
-        tokio::fs::write(&path, bytes).await?;
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::write(target, &bytes))
+            .await
+            .map_err(std::io::Error::other)??;
         Ok(path)
     }
 }
@@ -111,11 +116,11 @@ impl Store for FsStore {
             object.cache_control.as_deref().unwrap_or("")
         );
         let tmp_meta = self
-            .write_tmp(meta.as_bytes())
+            .write_tmp(Bytes::from(meta))
             .await
             .map_err(|e| io_error("writing", &self.root.join(TMP_DIR), e))?;
         let tmp_body = self
-            .write_tmp(&object.body)
+            .write_tmp(object.body.clone())
             .await
             .map_err(|e| io_error("writing", &self.root.join(TMP_DIR), e))?;
         let publish = async {

@@ -3,8 +3,40 @@
 //! An object in the bucket is served to every browser that computes its key, with no further
 //! negotiation, so only a complete, final, shared representation may go there.
 
-use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY};
+use std::time::{Duration, SystemTime};
+
+use http::header::{
+    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, DATE, EXPIRES,
+    TRANSFER_ENCODING, VARY,
+};
 use http::{HeaderMap, Method, StatusCode};
+
+/// The header with which the bundled worker marks an SVG result it sanitised itself (scripts,
+/// event handlers and foreign references removed). imgproxy's `raw` results are never marked.
+pub const SANITIZED_SVG_HEADER: &str = "x-imgproxy-cache-sanitized-svg";
+
+/// What the operator decided about storing; from the `MAX_CACHEABLE_BYTES`,
+/// `MIN_STORE_MAX_AGE_SECS` and `STORE_SVG` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub max_bytes: u64,
+    /// Results that may be kept for less than this are not stored: the bucket keeps objects
+    /// for good.
+    pub min_max_age: Duration,
+    pub svg: SvgRule,
+}
+
+/// Which SVG results may be stored. An SVG is a document that can carry scripts; opened from
+/// the bucket's own origin (without the worker's `Content-Security-Policy`) it would run them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvgRule {
+    /// Only results marked with [`SANITIZED_SVG_HEADER`] (the bundled worker's sanitiser).
+    Sanitized,
+    /// Every SVG: the upstream sanitises all of them (imgproxy with `IMGPROXY_SANITIZE_SVG`
+    /// on and `raw` never used).
+    Always,
+    Never,
+}
 
 /// The verdict on one response, decided from its head before the body flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +67,17 @@ pub enum NotCacheable {
     Encoded,
     /// Without a type, the bucket would serve `binary/octet-stream`, which browsers refuse.
     NoContentType,
+    /// Not an image (`text/html` from a `raw` source, say): served from the bucket's origin
+    /// it could be a page of the attacker's choosing.
+    ContentType,
+    /// An SVG that no sanitiser vouched for (see [`SvgRule`]).
+    UnsanitizedSvg,
+    /// `max-age` (or `Expires`) allows less than `MIN_STORE_MAX_AGE_SECS`: an `expires` URL or
+    /// a short TTL, which a stored object would outlive.
+    ShortLived,
+    /// Neither `Content-Length` nor chunked framing: the body ends when the connection does,
+    /// so a cut connection cannot be told from a complete body.
+    Unframed,
     /// imgproxy marked the body as its fallback image.
     Fallback,
     /// `Content-Length` (or the bytes seen so far) above `MAX_CACHEABLE_BYTES`.
@@ -53,6 +96,10 @@ impl NotCacheable {
             NotCacheable::Vary => "vary",
             NotCacheable::Encoded => "content_encoding",
             NotCacheable::NoContentType => "no_content_type",
+            NotCacheable::ContentType => "content_type",
+            NotCacheable::UnsanitizedSvg => "unsanitized_svg",
+            NotCacheable::ShortLived => "short_lived",
+            NotCacheable::Unframed => "unframed",
             NotCacheable::Fallback => "fallback",
             NotCacheable::TooLarge => "too_large",
             NotCacheable::Incomplete => "incomplete",
@@ -61,13 +108,15 @@ impl NotCacheable {
 }
 
 /// Decides whether the response to a `method` request (with a `Range` header when
-/// `ranged`) may be stored.
+/// `ranged`) may be stored, at `now`. `response` are the headers as the upstream sent them,
+/// framing (`Transfer-Encoding`) included.
 pub fn decide(
     method: &Method,
     ranged: bool,
     status: StatusCode,
     response: &HeaderMap,
-    max_bytes: u64,
+    rules: &Rules,
+    now: SystemTime,
 ) -> Cacheable {
     use NotCacheable as N;
     let no = Cacheable::No;
@@ -92,16 +141,32 @@ pub fn decide(
     {
         return no(N::Encoded);
     }
-    if response.get(CONTENT_TYPE).is_none_or(|v| v.is_empty()) {
+    let Some(content_type) = response.get(CONTENT_TYPE).filter(|v| !v.is_empty()) else {
         return no(N::NoContentType);
+    };
+    match media_type(content_type.as_bytes()) {
+        Media::Svg => match rules.svg {
+            SvgRule::Always => {}
+            SvgRule::Sanitized if response.contains_key(SANITIZED_SVG_HEADER) => {}
+            SvgRule::Sanitized | SvgRule::Never => return no(N::UnsanitizedSvg),
+        },
+        Media::Image => {}
+        Media::Other => return no(N::ContentType),
     }
     if response.contains_key("fallback-image") {
         return no(N::Fallback);
     }
+    if lifetime(response, now).is_some_and(|left| left < rules.min_max_age) {
+        return no(N::ShortLived);
+    }
+    let chunked = header_tokens(response, &TRANSFER_ENCODING)
+        .last()
+        .is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"));
     let expected_len = match response.get(CONTENT_LENGTH) {
-        None => None,
+        None if chunked => None,
+        None => return no(N::Unframed),
         Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(len) if len > max_bytes => return no(N::TooLarge),
+            Some(len) if len > rules.max_bytes => return no(N::TooLarge),
             Some(len) => Some(len),
             // hyper refuses malformed lengths before we get here; stay safe regardless.
             None => return no(N::Incomplete),
@@ -119,6 +184,53 @@ fn forbids_storing(headers: &HeaderMap) -> bool {
             || directive == "max-age=0"
             || directive == "s-maxage=0"
     })
+}
+
+/// The kinds of `Content-Type` that matter for storing.
+enum Media {
+    Svg,
+    Image,
+    Other,
+}
+
+/// Classifies a `Content-Type` value by its media type (parameters ignored).
+fn media_type(value: &[u8]) -> Media {
+    let essence = value.split(|&b| b == b';').next().unwrap_or_default();
+    let essence = essence.trim_ascii();
+    let Some(slash) = essence.iter().position(|&b| b == b'/') else {
+        return Media::Other;
+    };
+    let (kind, subtype) = (&essence[..slash], &essence[slash + 1..]);
+    if !kind.eq_ignore_ascii_case(b"image") || subtype.is_empty() {
+        return Media::Other;
+    }
+    // `image/svg+xml` is the registered type; `image/svg` turns up in the wild.
+    let svg = subtype.len() >= 3 && subtype[..3].eq_ignore_ascii_case(b"svg");
+    if svg { Media::Svg } else { Media::Image }
+}
+
+/// How long the response may be kept (RFC 9111 §4.2.1): `s-maxage` for a shared cache, else
+/// `max-age`, else `Expires` less `Date` (or `now`). `None` when it says nothing; an
+/// unreadable `Expires` means already expired.
+fn lifetime(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let directive = |name: &str| {
+        header_tokens(headers, &CACHE_CONTROL).find_map(|d| {
+            let (key, value) = d.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().trim_matches('"').parse::<u64>().unwrap_or(0))
+        })
+    };
+    if let Some(secs) = directive("s-maxage").or_else(|| directive("max-age")) {
+        return Some(Duration::from_secs(secs));
+    }
+    let expires = headers.get(EXPIRES)?;
+    let date = |v: &http::HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok();
+    let Some(expires) = date(expires) else {
+        return Some(Duration::ZERO);
+    };
+    let base = headers.get(DATE).and_then(date).unwrap_or(now);
+    Some(expires.duration_since(base).unwrap_or(Duration::ZERO))
 }
 
 fn varies_beyond_encoding(headers: &HeaderMap) -> bool {
@@ -143,6 +255,15 @@ mod tests {
     use super::*;
 
     const MAX: u64 = 1000;
+    const RULES: Rules = Rules {
+        max_bytes: MAX,
+        min_max_age: Duration::from_secs(3600),
+        svg: SvgRule::Sanitized,
+    };
+
+    fn now() -> SystemTime {
+        httpdate::parse_http_date("Tue, 01 Dec 2026 12:00:00 GMT").unwrap()
+    }
 
     fn image(extra: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -166,7 +287,8 @@ mod tests {
             ranged,
             StatusCode::from_u16(status).unwrap(),
             &resp,
-            MAX,
+            &RULES,
+            now(),
         )
     }
 
@@ -284,11 +406,78 @@ mod tests {
             Cacheable::No(NotCacheable::TooLarge)
         );
 
-        let mut chunked = image(&[]);
+        let mut chunked = image(&[("transfer-encoding", "chunked")]);
         chunked.remove(CONTENT_LENGTH);
         assert_eq!(
             verdict(Method::GET, &[], 200, chunked),
             Cacheable::Yes { expected_len: None }
         );
+    }
+
+    #[test]
+    fn a_body_without_framing_is_refused() {
+        let mut unframed = image(&[]);
+        unframed.remove(CONTENT_LENGTH);
+        assert_eq!(
+            verdict(Method::GET, &[], 200, unframed),
+            Cacheable::No(NotCacheable::Unframed)
+        );
+    }
+
+    #[test]
+    fn only_images_are_stored_and_svg_only_when_vouched_for() {
+        let typed = |t: &'static str, extra: &[(&'static str, &'static str)]| {
+            let mut h = image(extra);
+            h.insert(CONTENT_TYPE, t.parse().unwrap());
+            verdict(Method::GET, &[], 200, h)
+        };
+        let no = |r| Cacheable::No(r);
+        assert_eq!(typed("text/html", &[]), no(NotCacheable::ContentType));
+        assert_eq!(typed("image", &[]), no(NotCacheable::ContentType));
+        assert_eq!(typed("image/", &[]), no(NotCacheable::ContentType));
+        assert_eq!(typed("application/xml", &[]), no(NotCacheable::ContentType));
+        assert_eq!(typed("imagex/png", &[]), no(NotCacheable::ContentType));
+        assert!(matches!(
+            typed("IMAGE/PNG; q=1", &[]),
+            Cacheable::Yes { .. }
+        ));
+        assert_eq!(
+            typed("image/svg+xml", &[]),
+            no(NotCacheable::UnsanitizedSvg)
+        );
+        assert_eq!(
+            typed("Image/SVG+XML; charset=utf-8", &[]),
+            no(NotCacheable::UnsanitizedSvg)
+        );
+        let marked = [(SANITIZED_SVG_HEADER, "1")];
+        assert!(matches!(
+            typed("image/svg+xml", &marked),
+            Cacheable::Yes { .. }
+        ));
+    }
+
+    #[test]
+    fn short_lived_results_are_refused() {
+        let cc = |v: &'static str| verdict(Method::GET, &[], 200, image(&[("cache-control", v)]));
+        let short = Cacheable::No(NotCacheable::ShortLived);
+        assert_eq!(cc("max-age=3599, public"), short);
+        assert!(matches!(cc("max-age=3600, public"), Cacheable::Yes { .. }));
+        // A shared cache goes by s-maxage first.
+        assert_eq!(cc("max-age=31536000, s-maxage=60"), short);
+        assert!(matches!(
+            cc("max-age=60, s-maxage=7200"),
+            Cacheable::Yes { .. }
+        ));
+        assert_eq!(cc("max-age=junk"), short);
+
+        let expires = |e: &'static str| verdict(Method::GET, &[], 200, image(&[("expires", e)]));
+        assert_eq!(expires("Tue, 01 Dec 2026 12:30:00 GMT"), short);
+        assert_eq!(expires("yesterday"), short);
+        assert!(matches!(
+            expires("Wed, 02 Dec 2026 12:00:00 GMT"),
+            Cacheable::Yes { .. }
+        ));
+        // Nothing said about lifetime: stored.
+        assert!(matches!(cc("public"), Cacheable::Yes { .. }));
     }
 }

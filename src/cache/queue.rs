@@ -1,8 +1,12 @@
 //! The upload queue: bounded by count and by bytes, deduplicated, drained on shutdown.
 //!
-//! Request handlers call [`UploadQueue::offer`], which never waits: a result either gets a
-//! place or is dropped and counted. One dispatcher task feeds at most `UPLOAD_CONCURRENCY`
-//! uploads at a time into a `TaskTracker`, so "every upload finished" is observable.
+//! Before a request handler copies a body it takes a [`Reservation`] with
+//! [`UploadQueue::reserve`]: the key is then in flight (a second copy of the same key is never
+//! made), and every byte the copy holds is taken from `UPLOAD_QUEUE_MAX_BYTES` before it is
+//! copied. So one byte budget bounds copies in flight, waiting uploads and running ones alike;
+//! past it, bodies stream without a copy. [`UploadQueue::offer`] hands the complete copy on and
+//! never waits. One dispatcher task feeds at most `UPLOAD_CONCURRENCY` uploads at a time into a
+//! `TaskTracker`, so "every upload finished" is observable.
 //!
 //! Dedup runs cheapest first: keys known to be stored (a bounded LRU) cost nothing; a key
 //! already waiting or uploading is not queued twice; the upload itself then asks the store
@@ -44,7 +48,8 @@ pub enum Skip {
 pub enum DropReason {
     /// `UPLOAD_QUEUE_CAPACITY` uploads are waiting.
     Full,
-    /// `UPLOAD_QUEUE_MAX_BYTES` are held by waiting or running uploads.
+    /// `UPLOAD_QUEUE_MAX_BYTES` are held by copies in flight and by waiting or running
+    /// uploads.
     Bytes,
     /// Shutdown has begun; no new work is taken.
     Closed,
@@ -158,19 +163,44 @@ pub struct Uploader {
 struct Job {
     key: String,
     object: Object,
-    _ticket: Ticket,
+    _reservation: Reservation,
 }
 
-/// Held for as long as a job lives; gives back its key, bytes and count when dropped, however
-/// the job ends (stored, failed, abandoned, or refused by a full channel).
-struct Ticket {
+/// A result's claim on the upload path, from the first copied byte until its upload ends:
+/// the key stays in flight and the bytes stay taken. Dropping it gives both back, however the
+/// result ends (copy cut short, stored, failed, abandoned, or refused by a full channel).
+pub struct Reservation {
     key: String,
-    len: i64,
+    bytes: OwnedSemaphorePermit,
+    budget: Arc<Semaphore>,
+    /// Offered and accepted: counted in `pending` and the queue depth.
+    queued: bool,
     shared: Arc<Shared>,
-    _bytes: OwnedSemaphorePermit,
 }
 
-impl Drop for Ticket {
+impl Reservation {
+    /// Makes sure `len` bytes are held; `false` when the budget has no room for them.
+    pub fn hold(&mut self, len: usize) -> bool {
+        let held = self.bytes.num_permits();
+        if len <= held {
+            return true;
+        }
+        // MAX_CACHEABLE_BYTES fits a u32 (config), and callers stop copying past it.
+        let Ok(more) = u32::try_from(len - held) else {
+            return false;
+        };
+        match self.budget.clone().try_acquire_many_owned(more) {
+            Ok(permit) => {
+                self.bytes.merge(permit);
+                self.shared.metrics.queue_bytes.inc_by(i64::from(more));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Reservation {
     fn drop(&mut self) {
         let mut in_flight = self
             .shared
@@ -179,9 +209,12 @@ impl Drop for Ticket {
             .expect("no code panics while holding this lock");
         in_flight.remove(&self.key);
         drop(in_flight);
-        self.shared.pending.fetch_sub(1, Ordering::Relaxed);
-        self.shared.metrics.queue_depth.dec();
-        self.shared.metrics.queue_bytes.dec_by(self.len);
+        if self.queued {
+            self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.queue_depth.dec();
+        }
+        let held = i64::try_from(self.bytes.num_permits()).unwrap_or(i64::MAX);
+        self.shared.metrics.queue_bytes.dec_by(held);
     }
 }
 
@@ -243,9 +276,68 @@ impl UploadQueue {
         (queue, uploader)
     }
 
-    /// Hands a complete result to the background. Never waits.
-    pub fn offer(&self, key: String, object: Object) -> Offer {
-        let offer = self.try_offer(key.clone(), object);
+    /// Claims the upload path for `key` before its body is copied, with `len` bytes up front
+    /// when the length is known; the copy then grows the claim with [`Reservation::hold`].
+    ///
+    /// # Errors
+    /// What becomes of the result instead, when it is not to be copied: already stored, being
+    /// copied or uploaded by another request, or no room (the body then streams uncopied).
+    pub fn reserve(&self, key: &str, len: Option<u64>) -> Result<Reservation, Offer> {
+        if self.is_known(key) {
+            return Err(Offer::Skipped(Skip::Known));
+        }
+        if self.tx.capacity() == 0 {
+            return Err(Offer::Dropped(DropReason::Full));
+        }
+        // MAX_CACHEABLE_BYTES fits a u32 (config), and the policy enforced it.
+        let up_front =
+            u32::try_from(len.unwrap_or(0)).map_err(|_| Offer::Dropped(DropReason::Bytes))?;
+        let bytes = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(up_front)
+            .map_err(|_| Offer::Dropped(DropReason::Bytes))?;
+        let fresh = self
+            .shared
+            .in_flight
+            .lock()
+            .expect("no code panics while holding this lock")
+            .insert(key.to_owned());
+        if !fresh {
+            return Err(Offer::Skipped(Skip::InFlight));
+        }
+        self.shared.metrics.queue_bytes.inc_by(i64::from(up_front));
+        Ok(Reservation {
+            key: key.to_owned(),
+            bytes,
+            budget: self.bytes.clone(),
+            queued: false,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Hands a complete result, copied under `reservation`, to the background. Never waits.
+    pub fn offer(&self, mut reservation: Reservation, object: Object) -> Offer {
+        let key = reservation.key.clone();
+        let offer = if self.is_known(&key) {
+            Offer::Skipped(Skip::Known)
+        } else if !reservation.hold(object.body.len()) {
+            Offer::Dropped(DropReason::Bytes)
+        } else {
+            reservation.queued = true;
+            self.shared.pending.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.queue_depth.inc();
+            let job = Job {
+                key: key.clone(),
+                object,
+                _reservation: reservation,
+            };
+            match self.tx.try_send(job) {
+                Ok(()) => Offer::Queued,
+                Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
+                Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped(DropReason::Closed),
+            }
+        };
         self.record(&key, offer);
         offer
     }
@@ -273,31 +365,6 @@ impl UploadQueue {
         }
     }
 
-    /// What would become of a result for `key` of `len` bytes (when known) if it were
-    /// offered now, when that is anything but queued: the request path then streams without
-    /// copying the body at all. Under a backlog this saves a copy per request for results
-    /// that would be dropped anyway. [`UploadQueue::offer`] checks again: this is a hint.
-    pub fn precheck(&self, key: &str, len: Option<u64>) -> Option<Offer> {
-        if self.is_known(key) {
-            return Some(Offer::Skipped(Skip::Known));
-        }
-        let in_flight = self
-            .shared
-            .in_flight
-            .lock()
-            .expect("no code panics while holding this lock")
-            .contains(key);
-        if in_flight {
-            return Some(Offer::Skipped(Skip::InFlight));
-        }
-        if self.tx.capacity() == 0 {
-            return Some(Offer::Dropped(DropReason::Full));
-        }
-        let bytes_left = self.bytes.available_permits() as u64;
-        len.is_some_and(|len| len > bytes_left)
-            .then_some(Offer::Dropped(DropReason::Bytes))
-    }
-
     fn is_known(&self, key: &str) -> bool {
         self.shared.known.as_ref().is_some_and(|known| {
             known
@@ -305,48 +372,6 @@ impl UploadQueue {
                 .expect("no code panics while holding this lock")
                 .contains(key)
         })
-    }
-
-    fn try_offer(&self, key: String, object: Object) -> Offer {
-        let shared = &self.shared;
-        if self.is_known(&key) {
-            return Offer::Skipped(Skip::Known);
-        }
-        let len = object.body.len();
-        // Config guarantees MAX_CACHEABLE_BYTES fits a u32, and the policy enforced it.
-        let Ok(permits) = u32::try_from(len) else {
-            return Offer::Dropped(DropReason::Bytes);
-        };
-        let Ok(bytes) = self.bytes.clone().try_acquire_many_owned(permits) else {
-            return Offer::Dropped(DropReason::Bytes);
-        };
-        if !shared
-            .in_flight
-            .lock()
-            .expect("no code panics while holding this lock")
-            .insert(key.clone())
-        {
-            return Offer::Skipped(Skip::InFlight);
-        }
-        let len = i64::try_from(len).unwrap_or(i64::MAX);
-        shared.pending.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.queue_depth.inc();
-        shared.metrics.queue_bytes.inc_by(len);
-        let ticket = Ticket {
-            key: key.clone(),
-            len,
-            shared: shared.clone(),
-            _bytes: bytes,
-        };
-        match self.tx.try_send(Job {
-            key,
-            object,
-            _ticket: ticket,
-        }) {
-            Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped(DropReason::Closed),
-        }
     }
 
     /// Uploads waiting or running right now.

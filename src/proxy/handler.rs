@@ -4,23 +4,23 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RANGE};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::headers::{append_forwarded_for, strip_hop_by_hop};
+use super::headers::{forwarded_for, strip_hop_by_hop};
 use super::internal;
-use super::tee::{ProxyBody, Tee};
+use super::tee::{ProxyBody, Tee, not_stored};
 use super::upstream::{Upstream, UpstreamError};
 use crate::body::{Body, full};
 use crate::cache::policy::{self, Cacheable, NotCacheable};
 use crate::cache::queue::UploadQueue;
 use crate::cache::{Store, cache_key};
 use crate::config::Config;
-use crate::metrics::{Metrics, ReasonLabel, StatusLabel};
+use crate::metrics::{Metrics, StatusLabel};
 
 /// What every request needs, built once.
 pub struct State {
@@ -29,9 +29,15 @@ pub struct State {
     pub queue: Arc<UploadQueue>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
-    /// The advice on `Vary: Accept` is logged once (across serving threads); the metric
-    /// counts every case.
-    vary_warned: Arc<AtomicBool>,
+    /// Advice on a reason that may mean nothing gets stored is logged once per reason
+    /// (across serving threads); the metric counts every case.
+    hinted: Arc<Hinted>,
+}
+
+#[derive(Default)]
+struct Hinted {
+    vary: AtomicBool,
+    short_lived: AtomicBool,
 }
 
 impl State {
@@ -48,7 +54,7 @@ impl State {
             queue,
             store,
             metrics,
-            vary_warned: Arc::new(AtomicBool::new(false)),
+            hinted: Arc::default(),
         }
     }
 
@@ -60,7 +66,7 @@ impl State {
             queue: self.queue.clone(),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
-            vary_warned: self.vary_warned.clone(),
+            hinted: self.hinted.clone(),
         }
     }
 }
@@ -94,7 +100,11 @@ async fn forward(
     let ranged = request.headers().contains_key(RANGE);
     let key = cache_key(&state.config.key_prefix, request.uri().path());
     strip_hop_by_hop(request.headers_mut());
-    append_forwarded_for(request.headers_mut(), client.ip());
+    forwarded_for(
+        request.headers_mut(),
+        client.ip(),
+        &state.config.trusted_proxies,
+    );
 
     let started = Instant::now();
     let upstream = state.upstream.forward(request).await;
@@ -115,33 +125,37 @@ async fn forward(
     };
 
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    // Decided before the hop-by-hop headers go: the body's framing is one of them.
     let verdict = policy::decide(
         &method,
         ranged,
         parts.status,
         &parts.headers,
-        state.config.max_cacheable_bytes,
+        &state.config.store,
+        SystemTime::now(),
     );
+    strip_hop_by_hop(&mut parts.headers);
     let tee = match verdict {
-        Cacheable::Yes { expected_len }
-            if let Some(early) = state.queue.precheck(&key, expected_len) =>
-        {
-            // Stored or uploading already, or no room to queue it: stream without copying.
-            state.queue.record(&key, early);
-            None
-        }
-        Cacheable::Yes { expected_len } => Some(Tee::new(
-            key,
-            header_string(&parts.headers, &CONTENT_TYPE).unwrap_or_default(),
-            header_string(&parts.headers, &CACHE_CONTROL),
-            expected_len,
-            state.config.max_cacheable_bytes,
-            state.queue.clone(),
-            state.metrics.clone(),
-        )),
+        Cacheable::Yes { expected_len } => match state.queue.reserve(&key, expected_len) {
+            // Stored already, being copied or uploaded by another request, or no room to
+            // hold it: stream without copying.
+            Err(early) => {
+                state.queue.record(&key, early);
+                None
+            }
+            Ok(reservation) => Some(Tee::new(
+                key,
+                header_string(&parts.headers, &CONTENT_TYPE).unwrap_or_default(),
+                header_string(&parts.headers, &CACHE_CONTROL),
+                expected_len,
+                state.config.store.max_bytes,
+                reservation,
+                state.queue.clone(),
+                state.metrics.clone(),
+            )),
+        },
         Cacheable::No(reason) => {
-            not_stored(state, &key, reason);
+            refused(state, &key, reason);
             None
         }
     };
@@ -149,10 +163,10 @@ async fn forward(
     Response::from_parts(parts, body.boxed())
 }
 
-fn not_stored(state: &State, key: &str, reason: NotCacheable) {
+fn refused(state: &State, key: &str, reason: NotCacheable) {
     if reason == NotCacheable::Vary {
         state.metrics.upload("skipped_vary");
-        if !state.vary_warned.swap(true, Ordering::Relaxed) {
+        if !state.hinted.vary.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 %key,
                 "the upstream answered with `Vary: Accept` (IMGPROXY_AUTO_WEBP/AVIF or \
@@ -161,14 +175,17 @@ fn not_stored(state: &State, key: &str, reason: NotCacheable) {
             );
         }
     }
-    state
-        .metrics
-        .not_cacheable
-        .get_or_create(&ReasonLabel {
-            reason: reason.as_str(),
-        })
-        .inc();
-    tracing::debug!(%key, reason = reason.as_str(), "response not stored");
+    if reason == NotCacheable::ShortLived && !state.hinted.short_lived.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            %key,
+            min_secs = state.config.store.min_max_age.as_secs(),
+            "a result allowed to live less than MIN_STORE_MAX_AGE_SECS was not stored (an \
+             `expires` URL, or a short IMGPROXY_TTL); lower the setting if short-lived \
+             results may stay in the bucket for good"
+        );
+    }
+    not_stored(&state.metrics, key, reason);
 }
 
 fn header_string(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<String> {

@@ -2,8 +2,9 @@
 //! cacheable response, keeps a copy that goes to the upload queue once the body is complete.
 //!
 //! The copy never delays the client: chunks are forwarded first-come, the copy is capped at
-//! `MAX_CACHEABLE_BYTES` (past it the copy is dropped and streaming goes on), and the hand-off
-//! to the queue never waits.
+//! `MAX_CACHEABLE_BYTES` (past it the copy is dropped and streaming goes on), every byte it
+//! holds is first taken from the upload budget (without room the copy is dropped), and the
+//! hand-off to the queue never waits.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,34 +18,39 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 use crate::cache::policy::NotCacheable;
-use crate::cache::queue::UploadQueue;
+use crate::cache::queue::{DropReason, Offer, Reservation, UploadQueue};
 use crate::cache::store::Object;
 use crate::metrics::{Metrics, ReasonLabel};
 
 /// A copy in progress, and where it goes when complete.
 pub struct Tee {
-    pub key: String,
-    pub content_type: String,
-    pub cache_control: Option<String>,
+    key: String,
+    content_type: String,
+    cache_control: Option<String>,
     /// `Content-Length`, when the upstream gave one: the copy must reach it exactly.
-    pub expected_len: Option<u64>,
-    pub max_bytes: u64,
-    pub queue: Arc<UploadQueue>,
-    pub metrics: Arc<Metrics>,
+    expected_len: Option<u64>,
+    max_bytes: u64,
+    /// The key's claim on the upload path and the bytes `buf` may use.
+    reservation: Reservation,
+    queue: Arc<UploadQueue>,
+    metrics: Arc<Metrics>,
     buf: BytesMut,
 }
 
 impl Tee {
+    /// A copy under `reservation`, which already holds `expected_len` bytes when it is known.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: String,
         content_type: String,
         cache_control: Option<String>,
         expected_len: Option<u64>,
         max_bytes: u64,
+        reservation: Reservation,
         queue: Arc<UploadQueue>,
         metrics: Arc<Metrics>,
     ) -> Tee {
-        // Reserve what the upstream announced (the policy capped it); grow otherwise.
+        // The policy capped the announced length; without one the copy grows as it goes.
         let capacity = expected_len.map_or(0, |n| n as usize);
         Tee {
             key,
@@ -52,6 +58,7 @@ impl Tee {
             cache_control,
             expected_len,
             max_bytes,
+            reservation,
             queue,
             metrics,
             buf: BytesMut::with_capacity(capacity),
@@ -59,22 +66,39 @@ impl Tee {
     }
 
     fn not_cacheable(&self, reason: NotCacheable) {
-        self.metrics
-            .not_cacheable
-            .get_or_create(&ReasonLabel {
-                reason: reason.as_str(),
-            })
-            .inc();
-        tracing::debug!(key = %self.key, reason = reason.as_str(), "response not stored");
+        not_stored(&self.metrics, &self.key, reason);
     }
 
-    /// Adds a chunk; `false` when the copy has grown past the cap and must be given up.
+    /// Adds a chunk; `false` when the copy must be given up (too large, or no budget left).
     fn push(&mut self, chunk: &Bytes) -> bool {
-        if (self.buf.len() + chunk.len()) as u64 > self.max_bytes {
+        let needed = self.buf.len() + chunk.len();
+        if needed as u64 > self.max_bytes {
             self.not_cacheable(NotCacheable::TooLarge);
             return false;
         }
+        if needed > self.buf.capacity() && !self.grow(needed) {
+            self.queue
+                .record(&self.key, Offer::Dropped(DropReason::Bytes));
+            return false;
+        }
         self.buf.extend_from_slice(chunk);
+        true
+    }
+
+    /// Makes room for `needed` bytes, holding budget for all the capacity allocated: doubling
+    /// when the budget allows, exactly `needed` when only that fits.
+    fn grow(&mut self, needed: usize) -> bool {
+        let doubled = (self.buf.capacity() * 2).min(self.max_bytes as usize);
+        let capacity = if doubled > needed && self.reservation.hold(doubled) {
+            doubled
+        } else if self.reservation.hold(needed) {
+            needed
+        } else {
+            return false;
+        };
+        let mut grown = BytesMut::with_capacity(capacity);
+        grown.extend_from_slice(&self.buf);
+        self.buf = grown;
         true
     }
 
@@ -89,8 +113,19 @@ impl Tee {
             content_type: self.content_type,
             cache_control: self.cache_control,
         };
-        self.queue.offer(self.key, object);
+        self.queue.offer(self.reservation, object);
     }
+}
+
+/// Counts and logs a response that is not stored, for `reason`.
+pub fn not_stored(metrics: &Metrics, key: &str, reason: NotCacheable) {
+    metrics
+        .not_cacheable
+        .get_or_create(&ReasonLabel {
+            reason: reason.as_str(),
+        })
+        .inc();
+    tracing::debug!(%key, reason = reason.as_str(), "response not stored");
 }
 
 /// The upstream body with an idle timeout and an optional [`Tee`].

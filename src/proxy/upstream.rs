@@ -16,6 +16,10 @@ use crate::body::{Body, empty};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Limit for one `GET /health`, at start-up and for our own health endpoint.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most an upstream connection buffers of a body before the client has taken it. hyper's
+/// default (~400 KiB) would let a few hundred streaming connections hold 100 MB between them;
+/// 64 KiB still reads a typical result in one or two calls.
+pub const READ_BUFFER_MAX: usize = 64 * 1024;
 /// Pause between two start-up health checks.
 pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -46,6 +50,7 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .http1_max_buf_size(READ_BUFFER_MAX)
             .build(connector);
         Upstream {
             client,

@@ -253,6 +253,7 @@ async fn process_request(
             ),
             cache_control: respond::cache_control(config.server.ttl, options.expires, now),
             vary_accept: config.processing.negotiates_format(),
+            processed: !options.raw,
         },
     ))
 }

@@ -9,6 +9,7 @@ use http::header::{
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{Body, full};
+use crate::cache::policy::SANITIZED_SVG_HEADER;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Incoming request ids longer than this are replaced, whatever their characters.
@@ -104,6 +105,9 @@ pub struct ImageHeaders<'a> {
     pub cache_control: String,
     /// `Vary: Accept` when the result depends on it (auto/enforce WebP/AVIF on).
     pub vary_accept: bool,
+    /// The bytes came out of the engine rather than straight from the source (`raw`): an SVG
+    /// among them was sanitised, and is marked so the proxy may store it.
+    pub processed: bool,
 }
 
 /// A 200 with an image.
@@ -124,6 +128,9 @@ pub fn image(bytes: Bytes, headers: ImageHeaders<'_>) -> Response<Body> {
     }
     if headers.vary_accept {
         builder = builder.header(VARY, "Accept");
+    }
+    if headers.processed && headers.content_type.starts_with("image/svg") {
+        builder = builder.header(SANITIZED_SVG_HEADER, "1");
     }
     builder
         .body(full(bytes))

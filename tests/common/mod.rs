@@ -42,7 +42,11 @@ const SECRET_KEY: &str = "test-secret-key";
 /// `/ok/..` 200 image with length, `/chunked/..` without length, `/vary/..` with
 /// `Vary: Accept`, `/nostore/..` with `no-store`, `/status/N` an empty N, `/truncate/..` a body
 /// cut short, `/big/..` and `/bigchunked/..` 200 KiB, `/gated/..` half a body then waits for
-/// [`Upstream::release`], `/stall/..` half a body then nothing, `/health` 200.
+/// [`Upstream::release`], `/stall/..` half a body then nothing, `/huge/..` [`HUGE`] bytes,
+/// `/hugegated/..` half of them then waits for the release, `/html/..` a `text/html` page,
+/// `/svg/..` an SVG and `/svgsanitized/..` one marked as the worker marks its own,
+/// `/ttl/N` an image with `max-age=N`, `/echo/..` the `X-Forwarded-For`, `X-Real-IP` and
+/// `Forwarded` it was sent, `/health` 200.
 pub struct Upstream {
     pub addr: SocketAddr,
     gate: Arc<Semaphore>,
@@ -50,6 +54,15 @@ pub struct Upstream {
 }
 
 pub const BIG: usize = 200 * 1024;
+pub const HUGE: usize = 8 * 1024 * 1024;
+
+/// One shared buffer for every `/huge/` body, so the upstream itself holds no copies.
+fn huge() -> Bytes {
+    static HUGE_BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    HUGE_BODY
+        .get_or_init(|| Bytes::from(vec![9u8; HUGE]))
+        .clone()
+}
 
 /// The body the upstream sends for `path`: unique per path, so keys and bytes can be matched.
 pub fn body_for(path: &str) -> Bytes {
@@ -114,7 +127,7 @@ fn upstream_answer(
     let img = || {
         Response::builder()
             .header("content-type", "image/jpeg")
-            .header("cache-control", "max-age=3600, public")
+            .header("cache-control", "max-age=31536000, public")
     };
     match kind.as_str() {
         "health" => with_len(
@@ -125,7 +138,7 @@ fn upstream_answer(
         "png" => with_len(
             Response::builder()
                 .header("content-type", "image/png")
-                .header("cache-control", "max-age=3600, public"),
+                .header("cache-control", "max-age=31536000, public"),
             Bytes::from_static(include_bytes!("../fixtures/gradient.png")),
         ),
         "vary" => with_len(img().header("vary", "Accept"), body),
@@ -135,6 +148,61 @@ fn upstream_answer(
             with_len(img().status(code), body)
         }
         "big" => with_len(img(), Bytes::from(vec![7u8; BIG])),
+        "huge" => with_len(img(), huge()),
+        "hugegated" => {
+            let huge = huge();
+            img()
+                .header("content-length", HUGE)
+                .body(chunks(
+                    vec![huge.slice(..HUGE / 2)],
+                    Tail::Gate(gate.clone(), huge.slice(HUGE / 2..)),
+                ))
+                .unwrap()
+        }
+        "html" => with_len(
+            Response::builder()
+                .header("content-type", "text/html; charset=utf-8")
+                .header("cache-control", "max-age=31536000, public"),
+            Bytes::from_static(b"<script>alert(document.domain)</script>"),
+        ),
+        "svg" | "svgsanitized" => {
+            let mut b = Response::builder()
+                .header("content-type", "image/svg+xml")
+                .header("cache-control", "max-age=31536000, public");
+            if kind == "svgsanitized" {
+                b = b.header(imgproxy_cache::cache::policy::SANITIZED_SVG_HEADER, "1");
+            }
+            with_len(
+                b,
+                Bytes::from_static(b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>"),
+            )
+        }
+        "ttl" => {
+            let secs = path.rsplit('/').next().unwrap();
+            with_len(
+                Response::builder()
+                    .header("content-type", "image/jpeg")
+                    .header("cache-control", format!("max-age={secs}, public")),
+                body,
+            )
+        }
+        "echo" => {
+            let seen = ["x-forwarded-for", "x-real-ip", "forwarded"]
+                .map(|name| {
+                    let values: Vec<&str> = req
+                        .headers()
+                        .get_all(name)
+                        .iter()
+                        .map(|v| v.to_str().unwrap())
+                        .collect();
+                    format!("{name}: {}", values.join(" | "))
+                })
+                .join("\n");
+            with_len(
+                Response::builder().header("content-type", "text/plain"),
+                Bytes::from(seen),
+            )
+        }
         "chunked" => img()
             .body(chunks(vec![body.slice(..10), body.slice(10..)], Tail::End))
             .unwrap(),
@@ -443,8 +511,13 @@ pub struct Proxy {
 
 /// The proxy's configuration for tests: fast retries, everything else as documented.
 pub fn config(upstream: &Upstream, extra: &[(&str, &str)]) -> Config {
+    config_for(&upstream.url(), extra)
+}
+
+/// [`config`] for an upstream at `url`.
+pub fn config_for(url: &str, extra: &[(&str, &str)]) -> Config {
     let mut vars = std::collections::BTreeMap::from([
-        ("UPSTREAM_URL".to_owned(), upstream.url()),
+        ("UPSTREAM_URL".to_owned(), url.to_owned()),
         ("UPLOAD_RETRY_BASE_MS".to_owned(), "10".to_owned()),
         ("UPLOAD_RETRY_MAX_MS".to_owned(), "50".to_owned()),
         ("SHUTDOWN_TIMEOUT_SECS".to_owned(), "20".to_owned()),
@@ -498,6 +571,138 @@ pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
+}
+
+// ===== an upstream that speaks raw HTTP/1.x =====
+
+/// Answers every request with `response`, byte for byte, then closes the connection: for
+/// framings hyper never produces itself. Returns its URL.
+pub async fn raw_upstream(response: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(response).await;
+            });
+        }
+    });
+    url
+}
+
+// ===== the proxy as a process of its own =====
+
+/// The real `imgproxy-cache` binary with a local store in a temporary directory, for what
+/// only a process of its own can show (its peak memory). Killed when dropped.
+pub struct ProxyProcess {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl ProxyProcess {
+    /// Starts it in front of `upstream` with the settings `extra` and waits for its "ready".
+    pub fn start(upstream: &str, extra: &[(&str, &str)]) -> ProxyProcess {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_imgproxy-cache"))
+            .env_clear()
+            .env("IMGPROXY_BIND", "127.0.0.1:0")
+            .env("UPSTREAM_URL", upstream)
+            .env("CACHE_DIR", dir.path().join("store"))
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                    && entry["message"] == "ready"
+                {
+                    let addr = entry["addr"].as_str().unwrap().parse().unwrap();
+                    let _ = ready_tx.send(addr);
+                }
+                let mut log = lines.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the proxy did not get ready: {}", log.lock().unwrap()));
+        ProxyProcess {
+            child,
+            addr,
+            dir,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The most memory the process has held (`VmHWM`), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024.0
+    }
+
+    /// Whether the local store holds an object under `key`.
+    pub fn stored(&self, key: &str) -> bool {
+        self.dir.path().join("store").join(key).is_file()
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = get(&self.url("/_imgproxy-cache/metrics")).await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    /// Stops it with SIGTERM (uploads drain) and waits; returns what it logged.
+    pub fn stop(&mut self) -> String {
+        // SAFETY: a signal to our own child, whose pid we hold until `wait` below.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // ===== a client =====
