@@ -726,3 +726,107 @@ async fn uploads_run_at_a_lower_cpu_priority() {
     assert!(!nices.is_empty(), "no upload thread found");
     assert!(nices.iter().all(|&n| n == 10), "{nices:?}");
 }
+
+/// Each phase of a client connection has its own limit: a head that stops halfway is cut at
+/// CLIENT_HEADER_TIMEOUT_SECS, while an idle keep-alive connection lives longer than that,
+/// until CLIENT_KEEPALIVE_TIMEOUT_SECS.
+#[tokio::test]
+async fn client_deadlines_follow_the_connection_phase() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let limits = [
+        ("CLIENT_HEADER_TIMEOUT_SECS", "1"),
+        ("CLIENT_KEEPALIVE_TIMEOUT_SECS", "3"),
+    ];
+    let proxy = Proxy::start(config(&upstream, &limits), s3.store()).await;
+    let slack = std::time::Duration::from_millis(1500);
+
+    // Half a head, then nothing: closed after the header limit.
+    let mut half = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    half.write_all(b"GET /ok/x HTTP/1.1\r\nhost: p")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(1) + slack,
+        half.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "a half head was still open after {:?}",
+        started.elapsed()
+    );
+
+    // A keep-alive connection idle for longer than the header limit still serves...
+    let mut kept = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let ask = b"GET /ok/kept HTTP/1.1\r\nhost: p\r\n\r\n";
+    for round in 0..2 {
+        kept.write_all(ask).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 16384];
+        // The answer is complete when its tail is the whole body.
+        let body = body_for("/ok/kept");
+        while !answer.ends_with(&body) {
+            let n = kept.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed in round {round}");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        if round == 0 {
+            // Idle past the header limit, well short of the keep-alive one.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    }
+    // ...and is closed, without error, once the keep-alive limit has passed.
+    let idle_from = std::time::Instant::now();
+    let mut after = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(3) + slack,
+        kept.read_to_end(&mut after),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "idle connection still open after {:?}: {read:?}",
+        idle_from.elapsed()
+    );
+    assert!(idle_from.elapsed() >= std::time::Duration::from_secs(2));
+    let metrics = proxy.metrics().await;
+    for reason in ["header_timeout", "idle_timeout"] {
+        let series =
+            format!(r#"imgproxy_cache_client_connections_closed_total{{reason="{reason}"}}"#);
+        assert!(metric(&metrics, &series) >= 1.0, "{series}");
+    }
+    proxy.shutdown().await;
+}
+
+/// HTTP/2 with prior knowledge (h2c) is not spoken: the preface gets an HTTP/1 error, not a
+/// SETTINGS frame that would open 200 streams on one connection.
+#[tokio::test]
+async fn http2_prior_knowledge_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection stayed open");
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    proxy.shutdown().await;
+}
