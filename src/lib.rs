@@ -1,12 +1,13 @@
 //! imgproxy-cache: a cache-on-write reverse proxy for imgproxy.
 //!
 //! A request arrives at [`proxy::run`]'s accept loop, which hands each connection to one of
-//! the serving threads ([`proxy::threads`], one per core); there [`proxy::handler`]
-//! forwards it to the upstream (imgproxy) through [`proxy::upstream`] and streams the answer
-//! back through [`proxy::tee`]. When [`cache::policy`] says the response may be stored, the tee
-//! keeps a copy and, once the body is complete, offers it to [`cache::queue`], which uploads
-//! it in the background ([`cache::upload`]) to a [`cache::store`]: S3 ([`cache::s3`]) or a
-//! local directory ([`cache::fs`]), under the key from [`cache::key`].
+//! the serving threads ([`proxy::threads`], one per core), with the deadlines of
+//! [`proxy::conn`] on its socket; there [`proxy::handler`] forwards it to the upstream
+//! (imgproxy) through [`proxy::upstream`] and streams the answer back through [`proxy::tee`].
+//! When [`cache::policy`] says the response may be stored, the tee keeps a copy under a byte
+//! reservation from [`cache::queue`] and, once the body is complete, offers it to the queue,
+//! which uploads it in the background ([`cache::upload`]) to a [`cache::store`]: S3
+//! ([`cache::s3`]) or a local directory ([`cache::fs`]), under the key from [`cache::key`].
 //!
 //! - [`config`]: every setting, its default and its validation.
 //! - [`proxy`]: the server, request forwarding, hop-by-hop headers ([`proxy::headers`]) and
