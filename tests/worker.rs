@@ -8,6 +8,7 @@
 mod common;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -661,13 +662,30 @@ const PRIVATE_ADDR: &str = "10.77.0.1";
 /// re-runs itself in that namespace and checks that the child ran and passed.
 #[test]
 fn redirects_to_loopback_are_refused() {
+    in_isolated_network(
+        "redirects_to_loopback_are_refused",
+        &[PRIVATE_ADDR],
+        redirects_to_loopback_in_isolated_network(),
+    );
+}
+
+/// Runs `body` in a network namespace whose only interface is `lo`, with `addresses` added to
+/// it: the test binary re-runs the test `name` inside it and checks that the child passed.
+fn in_isolated_network(name: &str, addresses: &[&str], body: impl Future<Output = ()>) {
     if std::env::var_os(ISOLATED_NETWORK).is_some() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        return runtime.block_on(redirects_to_loopback_in_isolated_network());
+        return runtime.block_on(body);
     }
-    let name = "redirects_to_loopback_are_refused";
-    let script =
-        format!("ip link set lo up && ip addr add {PRIVATE_ADDR}/32 dev lo && exec \"$@\"");
+    let mut script = "ip link set lo up".to_owned();
+    for address in addresses {
+        let (prefix, flags) = if address.contains(':') {
+            (128, " nodad")
+        } else {
+            (32, "")
+        };
+        script += &format!(" && ip addr add {address}/{prefix} dev lo{flags}");
+    }
+    script += " && exec \"$@\"";
     let output = std::process::Command::new("unshare")
         .args([
             "--user",
@@ -730,6 +748,139 @@ async fn redirects_to_loopback_in_isolated_network() {
     }
     assert_eq!(target.requests(), 2);
     worker.shutdown().await;
+}
+
+/// Addresses the namespace of `ipv6_forms_of_refused_addresses_are_refused` puts on `lo`: IPv6
+/// forms that carry a loopback, link-local or private IPv4 address, and the private ranges
+/// imgproxy doesn't count (carrier-grade NAT, site-local).
+const EMBEDDING_ADDRS: &[&str] = &[
+    "64:ff9b::7f00:1",    // NAT64 of 127.0.0.1
+    "2002:7f00:1::1",     // 6to4 of 127.0.0.1
+    "::127.0.0.1",        // IPv4-compatible 127.0.0.1
+    "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
+    "2002:a9fe:a9fe::1",  // 6to4 of 169.254.169.254
+    "100.64.0.1",         // carrier-grade NAT
+    "fec0::1",            // site-local
+    "64:ff9b::a00:1",     // NAT64 of 10.0.0.1
+    "2002:a00:1::1",      // 6to4 of 10.0.0.1
+];
+
+/// Source URLs on IP literals of every missing SSRF class are refused as "Invalid source URL"
+/// without the source being contacted: NAT64, 6to4 and IPv4-compatible forms of loopback and
+/// link-local addresses under the defaults, and carrier-grade NAT, site-local and the
+/// embedded forms of private addresses with private sources off. With every switch on the
+/// same URLs are served, so each source was reachable and the refusal was the policy.
+///
+/// The addresses exist only inside a network namespace of the test's own (see
+/// `redirects_to_loopback_are_refused`), so nothing can leave the machine.
+#[test]
+fn ipv6_forms_of_refused_addresses_are_refused() {
+    in_isolated_network(
+        "ipv6_forms_of_refused_addresses_are_refused",
+        EMBEDDING_ADDRS,
+        embedded_addresses_in_isolated_network(),
+    );
+}
+
+async fn embedded_addresses_in_isolated_network() {
+    let mut sources = Vec::new();
+    for addr in EMBEDDING_ADDRS {
+        let ip: std::net::IpAddr = addr.parse().unwrap();
+        let source = Source::start_on(&SocketAddr::new(ip, 0).to_string()).await;
+        // Brackets escaped: plain sources are percent-unescaped.
+        let url = match ip {
+            std::net::IpAddr::V4(_) => source.url("/img/a.png"),
+            std::net::IpAddr::V6(v6) => {
+                format!("http://%5B{v6}%5D:{}/img/a.png", source.addr.port())
+            }
+        };
+        sources.push((*addr, source, url));
+    }
+    // imgproxy's defaults: loopback and link-local refused, whatever the IPv6 wrapping.
+    let worker = Worker::start(worker_config(&[])).await;
+    refused(&worker, &sources, &EMBEDDING_ADDRS[..5]).await;
+    worker.shutdown().await;
+
+    // Private sources off (loopback and link-local on, so only the private class decides).
+    let worker = Worker::start(worker_config(&[
+        ("IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES", "true"),
+        ("IMGPROXY_ALLOW_LINK_LOCAL_SOURCE_ADDRESSES", "true"),
+        ("IMGPROXY_ALLOW_PRIVATE_SOURCE_ADDRESSES", "false"),
+    ]))
+    .await;
+    refused(&worker, &sources, &EMBEDDING_ADDRS[5..]).await;
+    worker.shutdown().await;
+
+    let worker = Worker::start(worker_config(&[
+        ("IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES", "true"),
+        ("IMGPROXY_ALLOW_LINK_LOCAL_SOURCE_ADDRESSES", "true"),
+        ("IMGPROXY_ALLOW_PRIVATE_SOURCE_ADDRESSES", "true"),
+    ]))
+    .await;
+    for (_, source, url) in &sources {
+        let (status, _, body) = worker.get_plain("", url).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {}", text(&body));
+        assert_eq!(source.requests(), 1, "{url}");
+    }
+    worker.shutdown().await;
+}
+
+/// Asserts that each source whose address is in `which` is refused as "Invalid source URL"
+/// and never contacted.
+async fn refused(worker: &Worker, sources: &[(&str, Source, String)], which: &[&str]) {
+    let mut checked = 0;
+    for (_, source, url) in sources.iter().filter(|(addr, _, _)| which.contains(addr)) {
+        let (status, _, body) = worker.get_plain("", url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{url}");
+        assert_eq!(text(&body), "Invalid source URL", "{url}");
+        assert_eq!(source.requests(), 0, "{url} was contacted");
+        checked += 1;
+    }
+    assert_eq!(checked, which.len());
+}
+
+/// Source host names are resolved on the fetcher's own DNS threads, not on the runtime's
+/// blocking pool that image jobs use: with that pool's only thread held, a source named
+/// `localhost` is still resolved and downloaded (the source sees the request). Through
+/// tokio's `lookup_host` the lookup would wait behind the held thread until the download
+/// timed out.
+#[test]
+fn dns_lookups_do_not_wait_for_the_blocking_pool() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let source = Source::start().await;
+        let worker = Worker::start(loopback_ok(&[("IMGPROXY_DOWNLOAD_TIMEOUT", "3")])).await;
+        let (held, hold) = std::sync::mpsc::channel::<()>();
+        let (started, is_started) = tokio::sync::oneshot::channel::<()>();
+        let blocker = tokio::task::spawn_blocking(move || {
+            let _ = started.send(());
+            let _ = hold.recv();
+        });
+        is_started.await.unwrap();
+
+        let url = format!("http://localhost:{}/img/a.png", source.addr.port());
+        let request = tokio::spawn({
+            let url = worker.url(&format!("/unsafe/plain/{url}"));
+            async move { get(&url).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while source.requests() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reached = source.requests();
+        // Processing needs the blocking pool too: let it go before judging.
+        drop(held);
+        blocker.await.unwrap();
+        let (status, _, body) = request.await.unwrap();
+        assert_eq!(reached, 1, "the download waited for the blocking pool");
+        assert_eq!(status, StatusCode::OK, "{}", text(&body));
+        worker.shutdown().await;
+    });
 }
 
 // ===== size and time limits =====

@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::address::{self, Denied, VettingResolver};
+use super::address::{self, Denied, DnsPool, VettingResolver};
 use super::{FetchError, Fetched, append_capped, initial_capacity};
 use crate::worker::config::{AddressPolicy, FetchConfig};
 
@@ -40,6 +40,7 @@ impl HttpSource {
     pub fn new(config: &FetchConfig) -> HttpSource {
         let mut http = HttpConnector::new_with_resolver(VettingResolver {
             policy: config.addresses,
+            pool: DnsPool::new(address::DNS_THREADS),
         });
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
