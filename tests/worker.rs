@@ -10,6 +10,7 @@ mod common;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -1038,6 +1039,72 @@ async fn local_sources_never_escape_the_root() {
         .encode(format!("local:///{up}{}", &secret[1..]));
     let (status, _, _) = get(&worker.url(&format!("/unsafe/{encoded}.png"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    worker.shutdown().await;
+}
+
+/// `local://` opens without blocking and without following links: a FIFO under the root is
+/// answered 404 at once (opening it used to block a thread until a writer came, and the
+/// request until the download timeout), a symlink is refused whether it points out of the
+/// root or inside it, and regular files, also behind `..`, are still served.
+#[tokio::test]
+async fn local_sources_open_only_regular_files_without_links() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.png"), PNG).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("imgs")).unwrap();
+    std::fs::write(root.path().join("imgs/in.png"), PNG).unwrap();
+    let fifo = root.path().join("imgs/pipe.png");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let link = |target: &std::path::Path, name: &str| {
+        std::os::unix::fs::symlink(target, root.path().join(name)).unwrap()
+    };
+    link(&outside.path().join("secret.png"), "out.png");
+    link(&root.path().join("imgs/in.png"), "alias.png");
+    link(&root.path().join("imgs"), "imgs-alias");
+    let worker = Worker::start(worker_config(&[(
+        "IMGPROXY_LOCAL_FILESYSTEM_ROOT",
+        root.path().to_str().unwrap(),
+    )]))
+    .await;
+
+    let started = Instant::now();
+    let fifo_answer = worker.get_plain("", "local:///imgs/pipe.png").await;
+    let fifo_took = started.elapsed();
+    // Frees a reader the old code left blocked in open(2), so a failing run ends; with none
+    // waiting this fails with ENXIO, which is the expected case.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+    assert_eq!(
+        fifo_answer.0,
+        StatusCode::NOT_FOUND,
+        "{}",
+        text(&fifo_answer.2)
+    );
+    assert!(
+        fifo_took < Duration::from_secs(1),
+        "the FIFO took {fifo_took:?}"
+    );
+
+    for url in [
+        "local:///out.png",
+        "local:///alias.png",
+        "local:///imgs-alias/in.png",
+    ] {
+        let (status, _, body) = worker.get_plain("", url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{url}: {}", text(&body));
+        assert!(!body.starts_with(b"\x89PNG"), "{url} was served");
+    }
+    for url in ["local:///imgs/in.png", "local:///imgs/../imgs/./in.png"] {
+        let (status, _, body) = worker.get_plain("", url).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {}", text(&body));
+        assert!(body.starts_with(b"\x89PNG"), "{url}");
+    }
     worker.shutdown().await;
 }
 

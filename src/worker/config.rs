@@ -311,10 +311,10 @@ pub const SETTINGS: &[Setting] = &[
         "true",
         "Allow sources resolving to private networks.",
     ),
-    yes(
+    partial(
         "IMGPROXY_LOCAL_FILESYSTEM_ROOT",
         "(empty = off)",
-        "Directory served by `local:///path`; nothing outside it.",
+        "Directory served by `local:///path`; nothing outside it, regular files only, no symlink followed (imgproxy follows them).",
     ),
     yes(
         "IMGPROXY_SOURCE_URL_QUERY_SEPARATOR",
