@@ -884,6 +884,116 @@ fn dns_lookups_do_not_wait_for_the_blocking_pool() {
     });
 }
 
+// ===== IMGPROXY_ALLOWED_SOURCES =====
+
+/// The allow-list is matched on the parsed URL, not its raw text: a `*` in the host can't
+/// swallow a `?`, `#` or `\` that ends the real host, a pattern without a trailing `/` still
+/// means the whole host (`img.example.com@127.0.0.1` is host 127.0.0.1), and a path prefix is
+/// matched after `..` is resolved, as the request will be sent. Each is answered 404 "Invalid
+/// source URL" and the source server sees no request; imgproxy's raw match let all of them
+/// reach it.
+#[tokio::test]
+async fn allowed_sources_match_the_parsed_url() {
+    let source = Source::start().await;
+    let port = source.addr.port();
+    let allowed =
+        format!("http://*.example.com/,http://img.example.com,http://127.0.0.1:{port}/img/");
+    let worker = Worker::start(loopback_ok(&[("IMGPROXY_ALLOWED_SOURCES", &allowed)])).await;
+    for url in [
+        format!("http://127.0.0.1:{port}%3F.example.com/img/a.png"),
+        format!("http://127.0.0.1:{port}%23.example.com/img/a.png"),
+        format!("http://127.0.0.1:{port}%5C.example.com/img/a.png"),
+        // `@` escaped: in the plain form a raw one starts the extension.
+        format!("http://img.example.com%40127.0.0.1:{port}/img/a.png"),
+        format!("http://127.0.0.1:{port}/img/../redirect-chain/0"),
+        // `%25` is unescaped by the plain form: the URL parser sees `%2e%2e`, a `..`.
+        format!("http://127.0.0.1:{port}/img/%252e%252e/redirect-chain/0"),
+    ] {
+        let (status, _, body) = worker.get_plain("", &url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{url}");
+        assert_eq!(text(&body), "Invalid source URL", "{url}");
+        assert_eq!(source.requests(), 0, "{url} reached the source");
+    }
+    let (status, _, body) = worker.get_plain("", &source.url("/img/a.png")).await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
+    worker.shutdown().await;
+}
+
+/// Every redirect hop must be allowed too: an allowed source that redirects to another host,
+/// or to a path of its own host outside the allowed prefix, is refused without that hop being
+/// made; redirects that stay within the allowed prefix are followed.
+#[tokio::test]
+async fn redirect_hops_are_checked_against_allowed_sources() {
+    let source = Source::start().await;
+    let port = source.addr.port();
+    let allowed = format!("http://127.0.0.1:{port}/redirect");
+    let worker = Worker::start(loopback_ok(&[("IMGPROXY_ALLOWED_SOURCES", &allowed)])).await;
+    for to in [
+        format!("http://localhost:{port}/img/a.png"),
+        format!("http://127.0.0.1:{port}/img/a.png"),
+    ] {
+        let before = source.requests();
+        let url = source.url(&format!("/redirect%3Fto={to}"));
+        let (status, _, body) = worker.get_plain("", &url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{to}");
+        assert_eq!(text(&body), "Invalid source URL", "{to}");
+        assert_eq!(
+            source.requests() - before,
+            1,
+            "{to}: the refused hop was made"
+        );
+    }
+    let (status, _, body) = worker.get_plain("", &source.url("/redirect-chain/2")).await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
+    worker.shutdown().await;
+}
+
+/// imgproxy's documented example `s3://,https://*.example.com/,local://` plus a path prefix
+/// (`http://127.0.0.1:PORT/img/`) work through the real worker: `s3://` and `local://` admit
+/// their whole scheme, the prefix admits what is under it and nothing else.
+#[tokio::test]
+async fn allowed_sources_documented_examples() {
+    let s3 = common::S3::start().await;
+    s3.client()
+        .put_object()
+        .bucket(common::BUCKET)
+        .key("images/a.png")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(PNG))
+        .send()
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("in.png"), PNG).unwrap();
+    let source = Source::start().await;
+    let port = source.addr.port();
+    let allowed = format!("s3://,https://*.example.com/,local://,http://127.0.0.1:{port}/img/");
+    let config = loopback_ok(&[
+        ("IMGPROXY_ALLOWED_SOURCES", &allowed),
+        (
+            "IMGPROXY_LOCAL_FILESYSTEM_ROOT",
+            root.path().to_str().unwrap(),
+        ),
+    ]);
+    let s3_source = S3Source::new(common::client_for(&s3.endpoint), &config.fetch);
+    let fetcher = Fetcher::new(&config.fetch, Some(s3_source));
+    let worker = Worker::start_with(config, fetcher).await;
+    for url in [
+        format!("s3://{}/images/a.png", common::BUCKET),
+        "local:///in.png".to_owned(),
+        source.url("/img/a.png"),
+    ] {
+        let (status, _, body) = worker.get_plain("", &url).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {}", text(&body));
+    }
+    for url in [source.url("/status/500"), source.url("/imgs/a.png")] {
+        let (status, _, body) = worker.get_plain("", &url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{url}");
+        assert_eq!(text(&body), "Invalid source URL", "{url}");
+    }
+    assert_eq!(source.requests(), 1);
+    worker.shutdown().await;
+}
+
 // ===== size and time limits =====
 
 /// A source past IMGPROXY_MAX_SRC_FILE_SIZE is 422, and the download stops early: the source
