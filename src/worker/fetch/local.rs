@@ -55,7 +55,7 @@ impl LocalSource {
             }),
             Err(Refusal::TooBig) => Err(FetchError::TooBig(self.max_size)),
             Err(Refusal::Symlink) => {
-                tracing::warn!(%url, "local source through a symlink refused");
+                tracing::warn!(%url, "local source through a symlink or a non-directory refused");
                 Err(not_found(
                     url,
                     "a component is a symlink (never followed) or not a directory",
