@@ -8,7 +8,9 @@
 mod common;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -661,13 +663,30 @@ const PRIVATE_ADDR: &str = "10.77.0.1";
 /// re-runs itself in that namespace and checks that the child ran and passed.
 #[test]
 fn redirects_to_loopback_are_refused() {
+    in_isolated_network(
+        "redirects_to_loopback_are_refused",
+        &[PRIVATE_ADDR],
+        redirects_to_loopback_in_isolated_network(),
+    );
+}
+
+/// Runs `body` in a network namespace whose only interface is `lo`, with `addresses` added to
+/// it: the test binary re-runs the test `name` inside it and checks that the child passed.
+fn in_isolated_network(name: &str, addresses: &[&str], body: impl Future<Output = ()>) {
     if std::env::var_os(ISOLATED_NETWORK).is_some() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        return runtime.block_on(redirects_to_loopback_in_isolated_network());
+        return runtime.block_on(body);
     }
-    let name = "redirects_to_loopback_are_refused";
-    let script =
-        format!("ip link set lo up && ip addr add {PRIVATE_ADDR}/32 dev lo && exec \"$@\"");
+    let mut script = "ip link set lo up".to_owned();
+    for address in addresses {
+        let (prefix, flags) = if address.contains(':') {
+            (128, " nodad")
+        } else {
+            (32, "")
+        };
+        script += &format!(" && ip addr add {address}/{prefix} dev lo{flags}");
+    }
+    script += " && exec \"$@\"";
     let output = std::process::Command::new("unshare")
         .args([
             "--user",
@@ -729,6 +748,249 @@ async fn redirects_to_loopback_in_isolated_network() {
         assert_eq!(status, StatusCode::OK, "{to}");
     }
     assert_eq!(target.requests(), 2);
+    worker.shutdown().await;
+}
+
+/// Addresses the namespace of `ipv6_forms_of_refused_addresses_are_refused` puts on `lo`: IPv6
+/// forms that carry a loopback, link-local or private IPv4 address, and the private ranges
+/// imgproxy doesn't count (carrier-grade NAT, site-local).
+const EMBEDDING_ADDRS: &[&str] = &[
+    "64:ff9b::7f00:1",    // NAT64 of 127.0.0.1
+    "2002:7f00:1::1",     // 6to4 of 127.0.0.1
+    "::127.0.0.1",        // IPv4-compatible 127.0.0.1
+    "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
+    "2002:a9fe:a9fe::1",  // 6to4 of 169.254.169.254
+    "100.64.0.1",         // carrier-grade NAT
+    "fec0::1",            // site-local
+    "64:ff9b::a00:1",     // NAT64 of 10.0.0.1
+    "2002:a00:1::1",      // 6to4 of 10.0.0.1
+];
+
+/// Source URLs on IP literals of every missing SSRF class are refused as "Invalid source URL"
+/// without the source being contacted: NAT64, 6to4 and IPv4-compatible forms of loopback and
+/// link-local addresses under the defaults, and carrier-grade NAT, site-local and the
+/// embedded forms of private addresses with private sources off. With every switch on the
+/// same URLs are served, so each source was reachable and the refusal was the policy.
+///
+/// The addresses exist only inside a network namespace of the test's own (see
+/// `redirects_to_loopback_are_refused`), so nothing can leave the machine.
+#[test]
+fn ipv6_forms_of_refused_addresses_are_refused() {
+    in_isolated_network(
+        "ipv6_forms_of_refused_addresses_are_refused",
+        EMBEDDING_ADDRS,
+        embedded_addresses_in_isolated_network(),
+    );
+}
+
+async fn embedded_addresses_in_isolated_network() {
+    let mut sources = Vec::new();
+    for addr in EMBEDDING_ADDRS {
+        let ip: std::net::IpAddr = addr.parse().unwrap();
+        let source = Source::start_on(&SocketAddr::new(ip, 0).to_string()).await;
+        // Brackets escaped: plain sources are percent-unescaped.
+        let url = match ip {
+            std::net::IpAddr::V4(_) => source.url("/img/a.png"),
+            std::net::IpAddr::V6(v6) => {
+                format!("http://%5B{v6}%5D:{}/img/a.png", source.addr.port())
+            }
+        };
+        sources.push((*addr, source, url));
+    }
+    // imgproxy's defaults: loopback and link-local refused, whatever the IPv6 wrapping.
+    let worker = Worker::start(worker_config(&[])).await;
+    refused(&worker, &sources, &EMBEDDING_ADDRS[..5]).await;
+    worker.shutdown().await;
+
+    // Private sources off (loopback and link-local on, so only the private class decides).
+    let worker = Worker::start(worker_config(&[
+        ("IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES", "true"),
+        ("IMGPROXY_ALLOW_LINK_LOCAL_SOURCE_ADDRESSES", "true"),
+        ("IMGPROXY_ALLOW_PRIVATE_SOURCE_ADDRESSES", "false"),
+    ]))
+    .await;
+    refused(&worker, &sources, &EMBEDDING_ADDRS[5..]).await;
+    worker.shutdown().await;
+
+    let worker = Worker::start(worker_config(&[
+        ("IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES", "true"),
+        ("IMGPROXY_ALLOW_LINK_LOCAL_SOURCE_ADDRESSES", "true"),
+        ("IMGPROXY_ALLOW_PRIVATE_SOURCE_ADDRESSES", "true"),
+    ]))
+    .await;
+    for (_, source, url) in &sources {
+        let (status, _, body) = worker.get_plain("", url).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {}", text(&body));
+        assert_eq!(source.requests(), 1, "{url}");
+    }
+    worker.shutdown().await;
+}
+
+/// Asserts that each source whose address is in `which` is refused as "Invalid source URL"
+/// and never contacted.
+async fn refused(worker: &Worker, sources: &[(&str, Source, String)], which: &[&str]) {
+    let mut checked = 0;
+    for (_, source, url) in sources.iter().filter(|(addr, _, _)| which.contains(addr)) {
+        let (status, _, body) = worker.get_plain("", url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{url}");
+        assert_eq!(text(&body), "Invalid source URL", "{url}");
+        assert_eq!(source.requests(), 0, "{url} was contacted");
+        checked += 1;
+    }
+    assert_eq!(checked, which.len());
+}
+
+/// Source host names are resolved on the fetcher's own DNS threads, not on the runtime's
+/// blocking pool that image jobs use: with that pool's only thread held, a source named
+/// `localhost` is still resolved and downloaded (the source sees the request). Through
+/// tokio's `lookup_host` the lookup would wait behind the held thread until the download
+/// timed out.
+#[test]
+fn dns_lookups_do_not_wait_for_the_blocking_pool() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let source = Source::start().await;
+        let worker = Worker::start(loopback_ok(&[("IMGPROXY_DOWNLOAD_TIMEOUT", "3")])).await;
+        let (held, hold) = std::sync::mpsc::channel::<()>();
+        let (started, is_started) = tokio::sync::oneshot::channel::<()>();
+        let blocker = tokio::task::spawn_blocking(move || {
+            let _ = started.send(());
+            let _ = hold.recv();
+        });
+        is_started.await.unwrap();
+
+        let url = format!("http://localhost:{}/img/a.png", source.addr.port());
+        let request = tokio::spawn({
+            let url = worker.url(&format!("/unsafe/plain/{url}"));
+            async move { get(&url).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while source.requests() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reached = source.requests();
+        // Processing needs the blocking pool too: let it go before judging.
+        drop(held);
+        blocker.await.unwrap();
+        let (status, _, body) = request.await.unwrap();
+        assert_eq!(reached, 1, "the download waited for the blocking pool");
+        assert_eq!(status, StatusCode::OK, "{}", text(&body));
+        worker.shutdown().await;
+    });
+}
+
+// ===== IMGPROXY_ALLOWED_SOURCES =====
+
+/// The allow-list is matched on the parsed URL, not its raw text: a `*` in the host can't
+/// swallow a `?`, `#` or `\` that ends the real host, a pattern without a trailing `/` still
+/// means the whole host (`img.example.com@127.0.0.1` is host 127.0.0.1), and a path prefix is
+/// matched after `..` is resolved, as the request will be sent. Each is answered 404 "Invalid
+/// source URL" and the source server sees no request; imgproxy's raw match let all of them
+/// reach it.
+#[tokio::test]
+async fn allowed_sources_match_the_parsed_url() {
+    let source = Source::start().await;
+    let port = source.addr.port();
+    let allowed =
+        format!("http://*.example.com/,http://img.example.com,http://127.0.0.1:{port}/img/");
+    let worker = Worker::start(loopback_ok(&[("IMGPROXY_ALLOWED_SOURCES", &allowed)])).await;
+    for url in [
+        format!("http://127.0.0.1:{port}%3F.example.com/img/a.png"),
+        format!("http://127.0.0.1:{port}%23.example.com/img/a.png"),
+        format!("http://127.0.0.1:{port}%5C.example.com/img/a.png"),
+        // `@` escaped: in the plain form a raw one starts the extension.
+        format!("http://img.example.com%40127.0.0.1:{port}/img/a.png"),
+        format!("http://127.0.0.1:{port}/img/../redirect-chain/0"),
+        // `%25` is unescaped by the plain form: the URL parser sees `%2e%2e`, a `..`.
+        format!("http://127.0.0.1:{port}/img/%252e%252e/redirect-chain/0"),
+    ] {
+        let (status, _, body) = worker.get_plain("", &url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{url}");
+        assert_eq!(text(&body), "Invalid source URL", "{url}");
+        assert_eq!(source.requests(), 0, "{url} reached the source");
+    }
+    let (status, _, body) = worker.get_plain("", &source.url("/img/a.png")).await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
+    worker.shutdown().await;
+}
+
+/// Every redirect hop must be allowed too: an allowed source that redirects to another host,
+/// or to a path of its own host outside the allowed prefix, is refused without that hop being
+/// made; redirects that stay within the allowed prefix are followed.
+#[tokio::test]
+async fn redirect_hops_are_checked_against_allowed_sources() {
+    let source = Source::start().await;
+    let port = source.addr.port();
+    let allowed = format!("http://127.0.0.1:{port}/redirect");
+    let worker = Worker::start(loopback_ok(&[("IMGPROXY_ALLOWED_SOURCES", &allowed)])).await;
+    for to in [
+        format!("http://localhost:{port}/img/a.png"),
+        format!("http://127.0.0.1:{port}/img/a.png"),
+    ] {
+        let before = source.requests();
+        let url = source.url(&format!("/redirect%3Fto={to}"));
+        let (status, _, body) = worker.get_plain("", &url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{to}");
+        assert_eq!(text(&body), "Invalid source URL", "{to}");
+        assert_eq!(
+            source.requests() - before,
+            1,
+            "{to}: the refused hop was made"
+        );
+    }
+    let (status, _, body) = worker.get_plain("", &source.url("/redirect-chain/2")).await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
+    worker.shutdown().await;
+}
+
+/// imgproxy's documented example `s3://,https://*.example.com/,local://` plus a path prefix
+/// (`http://127.0.0.1:PORT/img/`) work through the real worker: `s3://` and `local://` admit
+/// their whole scheme, the prefix admits what is under it and nothing else.
+#[tokio::test]
+async fn allowed_sources_documented_examples() {
+    let s3 = common::S3::start().await;
+    s3.client()
+        .put_object()
+        .bucket(common::BUCKET)
+        .key("images/a.png")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(PNG))
+        .send()
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("in.png"), PNG).unwrap();
+    let source = Source::start().await;
+    let port = source.addr.port();
+    let allowed = format!("s3://,https://*.example.com/,local://,http://127.0.0.1:{port}/img/");
+    let config = loopback_ok(&[
+        ("IMGPROXY_ALLOWED_SOURCES", &allowed),
+        (
+            "IMGPROXY_LOCAL_FILESYSTEM_ROOT",
+            root.path().to_str().unwrap(),
+        ),
+    ]);
+    let s3_source = S3Source::new(common::client_for(&s3.endpoint), &config.fetch);
+    let fetcher = Fetcher::new(&config.fetch, Some(s3_source));
+    let worker = Worker::start_with(config, fetcher).await;
+    for url in [
+        format!("s3://{}/images/a.png", common::BUCKET),
+        "local:///in.png".to_owned(),
+        source.url("/img/a.png"),
+    ] {
+        let (status, _, body) = worker.get_plain("", &url).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {}", text(&body));
+    }
+    for url in [source.url("/status/500"), source.url("/imgs/a.png")] {
+        let (status, _, body) = worker.get_plain("", &url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{url}");
+        assert_eq!(text(&body), "Invalid source URL", "{url}");
+    }
+    assert_eq!(source.requests(), 1);
     worker.shutdown().await;
 }
 
@@ -887,6 +1149,72 @@ async fn local_sources_never_escape_the_root() {
         .encode(format!("local:///{up}{}", &secret[1..]));
     let (status, _, _) = get(&worker.url(&format!("/unsafe/{encoded}.png"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    worker.shutdown().await;
+}
+
+/// `local://` opens without blocking and without following links: a FIFO under the root is
+/// answered 404 at once (opening it used to block a thread until a writer came, and the
+/// request until the download timeout), a symlink is refused whether it points out of the
+/// root or inside it, and regular files, also behind `..`, are still served.
+#[tokio::test]
+async fn local_sources_open_only_regular_files_without_links() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.png"), PNG).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("imgs")).unwrap();
+    std::fs::write(root.path().join("imgs/in.png"), PNG).unwrap();
+    let fifo = root.path().join("imgs/pipe.png");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let link = |target: &std::path::Path, name: &str| {
+        std::os::unix::fs::symlink(target, root.path().join(name)).unwrap()
+    };
+    link(&outside.path().join("secret.png"), "out.png");
+    link(&root.path().join("imgs/in.png"), "alias.png");
+    link(&root.path().join("imgs"), "imgs-alias");
+    let worker = Worker::start(worker_config(&[(
+        "IMGPROXY_LOCAL_FILESYSTEM_ROOT",
+        root.path().to_str().unwrap(),
+    )]))
+    .await;
+
+    let started = Instant::now();
+    let fifo_answer = worker.get_plain("", "local:///imgs/pipe.png").await;
+    let fifo_took = started.elapsed();
+    // Frees a reader the old code left blocked in open(2), so a failing run ends; with none
+    // waiting this fails with ENXIO, which is the expected case.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo);
+    assert_eq!(
+        fifo_answer.0,
+        StatusCode::NOT_FOUND,
+        "{}",
+        text(&fifo_answer.2)
+    );
+    assert!(
+        fifo_took < Duration::from_secs(1),
+        "the FIFO took {fifo_took:?}"
+    );
+
+    for url in [
+        "local:///out.png",
+        "local:///alias.png",
+        "local:///imgs-alias/in.png",
+    ] {
+        let (status, _, body) = worker.get_plain("", url).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{url}: {}", text(&body));
+        assert!(!body.starts_with(b"\x89PNG"), "{url} was served");
+    }
+    for url in ["local:///imgs/in.png", "local:///imgs/../imgs/./in.png"] {
+        let (status, _, body) = worker.get_plain("", url).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {}", text(&body));
+        assert!(body.starts_with(b"\x89PNG"), "{url}");
+    }
     worker.shutdown().await;
 }
 

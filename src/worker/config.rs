@@ -291,10 +291,10 @@ pub const SETTINGS: &[Setting] = &[
         "5",
         "Seconds to download a source (504 past it).",
     ),
-    yes(
+    partial(
         "IMGPROXY_ALLOWED_SOURCES",
         "(empty = all)",
-        "Comma-separated source URL prefixes, `*` = any run of non-`/` chars.",
+        "Comma-separated source URL prefixes, `*` = any run of chars within one URL part; matched on the parsed URL (the host whole, the path after `..` is resolved) and on every redirect hop, not on the raw text.",
     ),
     yes(
         "IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES",
@@ -311,10 +311,10 @@ pub const SETTINGS: &[Setting] = &[
         "true",
         "Allow sources resolving to private networks.",
     ),
-    yes(
+    partial(
         "IMGPROXY_LOCAL_FILESYSTEM_ROOT",
         "(empty = off)",
-        "Directory served by `local:///path`; nothing outside it.",
+        "Directory served by `local:///path`; nothing outside it, regular files only, no symlink followed (imgproxy follows them).",
     ),
     yes(
         "IMGPROXY_SOURCE_URL_QUERY_SEPARATOR",
@@ -553,7 +553,7 @@ pub struct FetchConfig {
     /// Bytes a source may have; always > 0 ([`HARD_MAX_SRC_FILE_SIZE`] stands in for 0).
     pub max_src_file_size: u64,
     pub max_redirects: usize,
-    pub allowed_sources: Vec<String>,
+    pub allowed_sources: Vec<super::fetch::allowed::AllowedSource>,
     pub addresses: AddressPolicy,
     pub user_agent: String,
     /// Canonical path of `IMGPROXY_LOCAL_FILESYSTEM_ROOT`, when `local://` is on.
@@ -1002,7 +1002,10 @@ impl Env {
                 &self.imgproxy_max_redirects,
                 DEFAULT_MAX_REDIRECTS,
             )?,
-            allowed_sources: list(&self.imgproxy_allowed_sources),
+            allowed_sources: super::fetch::allowed::parse_list(
+                self.imgproxy_allowed_sources.as_deref().unwrap_or(""),
+            )
+            .map_err(|(entry, why)| invalid("IMGPROXY_ALLOWED_SOURCES", &entry, why.to_string()))?,
             addresses: AddressPolicy {
                 allow_loopback: boolean(
                     "IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES",
@@ -1389,6 +1392,8 @@ mod tests {
             ("IMGPROXY_FORMAT_QUALITY", "bogus=50"),
             ("IMGPROXY_SKIP_PROCESSING_FORMATS", "bogus"),
             ("IMGPROXY_LOCAL_FILESYSTEM_ROOT", "/definitely/not/here"),
+            ("IMGPROXY_ALLOWED_SOURCES", "example.com/"),
+            ("IMGPROXY_ALLOWED_SOURCES", "ftp://example.com/"),
             ("IMGPROXY_PRESETS", "broken"),
             ("IMGPROXY_PRESETS_PATH", "/definitely/not/here.txt"),
             ("IMGPROXY_WATERMARK_PATH", "/definitely/not/here.png"),

@@ -1,6 +1,7 @@
 //! HTTP(S) sources through one pooled client whose DNS resolver vets every address
 //! ([`super::address`]). Redirects are followed here, hop by hop, so each hop's host is vetted
-//! the same way, and capped at `IMGPROXY_MAX_REDIRECTS`. The body is read with a byte counter
+//! the same way and checked against `IMGPROXY_ALLOWED_SOURCES` ([`super::allowed`]), and
+//! capped at `IMGPROXY_MAX_REDIRECTS`. The body is read with a byte counter
 //! and dropped — closing the connection — the moment it passes `IMGPROXY_MAX_SRC_FILE_SIZE`.
 
 use std::time::Duration;
@@ -14,7 +15,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::address::{self, Denied, VettingResolver};
+use super::address::{self, Denied, DnsPool, VettingResolver};
+use super::allowed::{self, AllowedSource};
 use super::{FetchError, Fetched, append_capped, initial_capacity};
 use crate::worker::config::{AddressPolicy, FetchConfig};
 
@@ -31,6 +33,8 @@ type Connector = HttpsConnector<HttpConnector<VettingResolver>>;
 pub struct HttpSource {
     client: Client<Connector, Empty<Bytes>>,
     policy: AddressPolicy,
+    /// Checked on every hop: an allowed source must not redirect anywhere else.
+    allowed_sources: Vec<AllowedSource>,
     max_redirects: usize,
     max_size: u64,
     user_agent: HeaderValue,
@@ -40,6 +44,7 @@ impl HttpSource {
     pub fn new(config: &FetchConfig) -> HttpSource {
         let mut http = HttpConnector::new_with_resolver(VettingResolver {
             policy: config.addresses,
+            pool: DnsPool::new(address::DNS_THREADS),
         });
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -70,6 +75,7 @@ impl HttpSource {
         HttpSource {
             client,
             policy: config.addresses,
+            allowed_sources: config.allowed_sources.clone(),
             max_redirects: config.max_redirects,
             max_size: config.max_src_file_size,
             user_agent: HeaderValue::from_str(&config.user_agent)
@@ -114,13 +120,17 @@ impl HttpSource {
         }
     }
 
-    /// Checks one hop: http(s) only, and an IP-literal host against the address policy (host
-    /// names are vetted by the resolver when the connection is made).
+    /// Checks one hop: http(s) only, admitted by `IMGPROXY_ALLOWED_SOURCES`, and an IP-literal
+    /// host against the address policy (host names are vetted by the resolver when the
+    /// connection is made).
     fn vet(&self, url: &url::Url) -> Result<Uri, FetchError> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(FetchError::BadUrl(format!(
                 "{url}: only http and https can be followed"
             )));
+        }
+        if !allowed::is_allowed(&self.allowed_sources, url.as_str(), "") {
+            return Err(FetchError::NotAllowed(url.to_string()));
         }
         let host = url
             .host_str()
@@ -170,7 +180,7 @@ impl HttpSource {
 /// Parses a source URL the way a browser would: spaces and other characters that can't
 /// appear in a URI are percent-encoded, numeric hosts (`2130706433`) normalised to dotted
 /// form — so the address check sees what the connection will use.
-fn parse(url: &str) -> Result<url::Url, FetchError> {
+pub(super) fn parse(url: &str) -> Result<url::Url, FetchError> {
     url::Url::parse(url).map_err(|e| FetchError::BadUrl(format!("{url:?}: {e}")))
 }
 

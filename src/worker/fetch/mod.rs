@@ -80,7 +80,8 @@ pub struct Fetcher {
     http: http::HttpSource,
     local: Option<local::LocalSource>,
     s3: Option<s3::S3Source>,
-    allowed_sources: Vec<String>,
+    allowed_sources: Vec<allowed::AllowedSource>,
+    query_separator: String,
     timeout: Duration,
 }
 
@@ -97,6 +98,7 @@ impl Fetcher {
             }),
             s3,
             allowed_sources: config.allowed_sources.clone(),
+            query_separator: config.query_separator.clone(),
             timeout: config.download_timeout,
         }
     }
@@ -106,7 +108,7 @@ impl Fetcher {
     /// # Errors
     /// [`FetchError::NotAllowed`].
     pub fn check_allowed(&self, source: &Source) -> Result<(), FetchError> {
-        if allowed::is_allowed(&self.allowed_sources, &source.url) {
+        if allowed::is_allowed(&self.allowed_sources, &source.url, &self.query_separator) {
             Ok(())
         } else {
             Err(FetchError::NotAllowed(source.url.clone()))
