@@ -42,7 +42,12 @@ async fn geometry_bombs_keep_peak_memory_bounded() {
     let worker = Worker::start(worker_config(&[])).await;
     let source = format!("{}@png", sources.url("a.png"));
     // Warm up: the first request builds what every later one reuses.
-    assert!(get(&worker.url("rs:fit:10:10", &source)).await.0.is_success());
+    assert!(
+        get(&worker.url("rs:fit:10:10", &source))
+            .await
+            .0
+            .is_success()
+    );
 
     reset_peak_rss();
     let before = peak_rss_kib();

@@ -158,6 +158,7 @@ mod tests {
             options,
             format: None,
             accept: None,
+            deadline: Deadline::NONE,
         }
     }
 

@@ -141,8 +141,9 @@ impl Sources {
                         } else if let Some(Held { len }) = held.get(&path) {
                             held_body(*len, gate.clone(), almost_sent.clone())
                         } else {
-                            let mut r: Response<Body> =
-                                Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
+                            let mut r: Response<Body> = Response::new(
+                                Full::new(Bytes::new()).map_err(|n| match n {}).boxed(),
+                            );
                             *r.status_mut() = http::StatusCode::NOT_FOUND;
                             r
                         };

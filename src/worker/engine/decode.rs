@@ -130,8 +130,8 @@ where
     W: TryInto<u32> + Copy + std::fmt::Display,
     H: TryInto<u32> + Copy + std::fmt::Display,
 {
-    let same = found.0.try_into().ok() == Some(probed.0)
-        && found.1.try_into().ok() == Some(probed.1);
+    let same =
+        found.0.try_into().ok() == Some(probed.0) && found.1.try_into().ok() == Some(probed.1);
     if same {
         Ok(())
     } else {

@@ -48,7 +48,9 @@ pub enum EngineError {
     InvalidSize { width: u64, height: u64 },
     /// Rendering the SVG's filters would take more work than
     /// `IMGPROXY_MAX_SVG_FILTER_MEGAPIXELS` allows.
-    #[error("SVG filters need {megapixels:.0} MP of work > IMGPROXY_MAX_SVG_FILTER_MEGAPIXELS {limit}")]
+    #[error(
+        "SVG filters need {megapixels:.0} MP of work > IMGPROXY_MAX_SVG_FILTER_MEGAPIXELS {limit}"
+    )]
     SvgTooComplex { megapixels: f64, limit: f64 },
     /// The request's deadline (`IMGPROXY_TIMEOUT`) passed; the job stopped before `stage`.
     #[error("the request timed out before {stage} (IMGPROXY_TIMEOUT)")]

@@ -79,10 +79,14 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
 
     let watermark = match (&config.watermark, po.watermark.enabled) {
         // Checked at start-up, so this failing is ours, not the request's.
-        (Some(data), true) => Some(decode_watermark(data, config).map_err(|e| EngineError::Encode {
-            format: ImageFormat::Png,
-            reason: format!("watermark image: {e}"),
-        })?),
+        (Some(data), true) => {
+            Some(
+                decode_watermark(data, config).map_err(|e| EngineError::Encode {
+                    format: ImageFormat::Png,
+                    reason: format!("watermark image: {e}"),
+                })?,
+            )
+        }
         _ => None,
     };
     let ctx = FrameContext {

@@ -544,7 +544,9 @@ mod tests {
             r#"<text x="5" y="30" font-size="30" font-family="sans-serif">Hi</text>"#,
         );
         assert!(!FONTS.is_empty(), "no fonts installed: text can't be drawn");
-        let image = render(&parsed(&source), 100, 40, f64::INFINITY).unwrap().to_rgba8();
+        let image = render(&parsed(&source), 100, 40, f64::INFINITY)
+            .unwrap()
+            .to_rgba8();
         let inked = image.pixels().filter(|p| p.0[3] > 128).count();
         assert!(inked > 30, "{inked} pixels drawn");
         assert!(
@@ -711,7 +713,11 @@ mod tests {
             r#"width="2" height="2""#,
             r#"<rect width="2" height="2" fill="rgb(200,100,50)" fill-opacity="0.5"/>"#,
         );
-        let [r, g, b, a] = pixel(&render(&parsed(&source), 2, 2, f64::INFINITY).unwrap(), 1, 1);
+        let [r, g, b, a] = pixel(
+            &render(&parsed(&source), 2, 2, f64::INFINITY).unwrap(),
+            1,
+            1,
+        );
         assert!((i32::from(a) - 128).abs() <= 1, "{a}");
         for (got, want) in [(r, 200), (g, 100), (b, 50)] {
             assert!((i32::from(got) - want).abs() <= 2, "{r},{g},{b}");

@@ -168,11 +168,13 @@ impl SourceBuffer {
         }
         if needed > self.buf.capacity() as u64 {
             // Doubling, as Vec would, but never past the declared length (while the body
-            // keeps to it) or the limit; the permits cover exactly what is allocated.
+            // keeps to it), the limit or the budget; the permits cover exactly what is
+            // allocated.
             let ceiling = self
                 .declared
                 .filter(|declared| needed <= *declared)
-                .unwrap_or(self.limit);
+                .unwrap_or(self.limit)
+                .min(self.budget.total);
             let capacity = needed
                 .max(self.buf.capacity() as u64 * 2)
                 .max(64 * 1024)
