@@ -148,6 +148,10 @@ impl SourceBuffer {
         if bytes <= have {
             return Ok(());
         }
+        // More than the whole budget can never be granted: waiting would be forever.
+        if bytes > self.budget.total {
+            return Err(FetchError::OverBudget(self.budget.total));
+        }
         let more = self.budget.acquire(bytes - have).await?;
         match &mut self.held {
             Some(held) => held.merge(more),
