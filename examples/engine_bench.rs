@@ -117,6 +117,7 @@ fn main() {
         options: &po,
         format: Some(format),
         accept: None,
+        deadline: imgproxy_cache::worker::engine::Deadline::NONE,
     };
 
     let mut times = Vec::with_capacity(iterations);

@@ -87,6 +87,7 @@ fn run_with(
         options: po,
         format,
         accept: None,
+        deadline: engine::Deadline::NONE,
     };
     engine::process(&job, config)
 }
@@ -351,6 +352,7 @@ fn output_format_defaults() {
         options: &options(),
         format: None,
         accept: Some("image/avif,image/webp,*/*"),
+        deadline: engine::Deadline::NONE,
     };
     assert_eq!(
         engine::process(&job, &config).unwrap().format,
@@ -1106,6 +1108,7 @@ fn svg_negotiation_follows_imgproxy() {
         options: &po,
         format,
         accept: Some("image/avif,image/webp,*/*"),
+        deadline: engine::Deadline::NONE,
     };
     let out = engine::process(&job(None), &config).unwrap();
     assert_eq!(out.format, ImageFormat::Svg);

@@ -48,6 +48,15 @@ pub const DEFAULT_TTL_SECS: u64 = 31_536_000;
 pub const DEFAULT_MAX_SRC_RESOLUTION_MP: f64 = 50.0;
 /// `IMGPROXY_MAX_SRC_FILE_SIZE`: bytes a source may have; 0 = no configured limit.
 pub const DEFAULT_MAX_SRC_FILE_SIZE: u64 = 0;
+/// `IMGPROXY_MAX_SOURCE_BYTES_IN_FLIGHT`: bytes all downloaded sources together may hold, from
+/// the first byte read until the request's processing ends (imgproxy bounds this by
+/// downloading inside its `IMGPROXY_WORKERS` slots; we download before taking a CPU slot, so
+/// the bytes are bounded instead). Without it, `IMGPROXY_MAX_CLIENTS` × `MAX_SRC_FILE_SIZE`
+/// could be held. 256 MiB: a fair share of a 1 GiB machine beside the decoded pixels
+/// (`IMGPROXY_CONCURRENCY` × up to 200 MiB at 50 MP), and dozens of ordinary sources at once.
+/// A source bigger than the whole budget is refused (422); one that fits waits for room,
+/// within `IMGPROXY_DOWNLOAD_TIMEOUT`.
+pub const DEFAULT_MAX_SOURCE_BYTES_IN_FLIGHT: u64 = 256 * 1024 * 1024;
 /// The ceiling when `IMGPROXY_MAX_SRC_FILE_SIZE` is 0: the worker holds a source in memory, so
 /// "unlimited" still has to end somewhere.
 pub const HARD_MAX_SRC_FILE_SIZE: u64 = 512 * 1024 * 1024;
@@ -92,6 +101,8 @@ pub enum Compat {
     Yes,
     /// Same name; the default or part of the meaning differs (the row says how).
     Partial,
+    /// Ours alone: a limit imgproxy doesn't have (imgproxy ignores the variable).
+    Ours,
 }
 
 impl Compat {
@@ -99,6 +110,7 @@ impl Compat {
         match self {
             Compat::Yes => "yes",
             Compat::Partial => "partial",
+            Compat::Ours => "no (ours)",
         }
     }
 }
@@ -125,6 +137,15 @@ const fn partial(name: &'static str, default: &'static str, meaning: &'static st
         name,
         default,
         compat: Compat::Partial,
+        meaning,
+    }
+}
+
+const fn ours(name: &'static str, default: &'static str, meaning: &'static str) -> Setting {
+    Setting {
+        name,
+        default,
+        compat: Compat::Ours,
         meaning,
     }
 }
@@ -270,6 +291,21 @@ pub const SETTINGS: &[Setting] = &[
         "IMGPROXY_MAX_SRC_FILE_SIZE",
         "0",
         "Bytes a source may have, enforced while downloading (422). 0 = 536870912.",
+    ),
+    ours(
+        "IMGPROXY_MAX_SOURCE_BYTES_IN_FLIGHT",
+        "268435456",
+        "Bytes all downloaded sources may hold at once, until their processing ends; a download waits for room (504 past the download timeout), a bigger source is refused (422).",
+    ),
+    ours(
+        "IMGPROXY_MAX_JPEG_SCANS",
+        "100",
+        "Scans a progressive JPEG may have (422 past it; 0 = no limit): each is a pass over the whole image.",
+    ),
+    ours(
+        "IMGPROXY_MAX_SVG_FILTER_MEGAPIXELS",
+        "2000",
+        "Filter work an SVG render may need, in megapixels read (canvas × pixels read per output pixel, summed over primitives); 422 past it.",
     ),
     yes(
         "IMGPROXY_MAX_ANIMATION_FRAMES",
@@ -468,6 +504,9 @@ struct Env {
     imgproxy_max_src_resolution: Option<String>,
     imgproxy_max_result_dimension: Option<String>,
     imgproxy_max_src_file_size: Option<String>,
+    imgproxy_max_source_bytes_in_flight: Option<String>,
+    imgproxy_max_jpeg_scans: Option<String>,
+    imgproxy_max_svg_filter_megapixels: Option<String>,
     imgproxy_max_animation_frames: Option<String>,
     imgproxy_max_animation_frame_resolution: Option<String>,
     imgproxy_max_redirects: Option<String>,
@@ -552,6 +591,8 @@ pub struct FetchConfig {
     pub download_timeout: Duration,
     /// Bytes a source may have; always > 0 ([`HARD_MAX_SRC_FILE_SIZE`] stands in for 0).
     pub max_src_file_size: u64,
+    /// See [`DEFAULT_MAX_SOURCE_BYTES_IN_FLIGHT`]; always > 0.
+    pub max_source_bytes_in_flight: u64,
     pub max_redirects: usize,
     pub allowed_sources: Vec<super::fetch::allowed::AllowedSource>,
     pub addresses: AddressPolicy,
@@ -608,6 +649,10 @@ impl std::fmt::Debug for S3SourceConfig {
 pub struct ProcessingConfig {
     pub max_src_resolution_mp: f64,
     pub max_result_dimension: u32,
+    /// See [`crate::worker::engine::DEFAULT_MAX_JPEG_SCANS`].
+    pub max_jpeg_scans: u32,
+    /// See [`crate::worker::engine::DEFAULT_MAX_SVG_FILTER_MEGAPIXELS`].
+    pub max_svg_filter_megapixels: f64,
     pub max_animation_frames: u32,
     pub max_animation_frame_resolution_mp: f64,
     pub auto_webp: bool,
@@ -997,6 +1042,20 @@ impl Env {
                 DEFAULT_DOWNLOAD_TIMEOUT_SECS,
             )?,
             max_src_file_size,
+            max_source_bytes_in_flight: match number(
+                "IMGPROXY_MAX_SOURCE_BYTES_IN_FLIGHT",
+                &self.imgproxy_max_source_bytes_in_flight,
+                DEFAULT_MAX_SOURCE_BYTES_IN_FLIGHT,
+            )? {
+                0 => {
+                    return Err(invalid(
+                        "IMGPROXY_MAX_SOURCE_BYTES_IN_FLIGHT",
+                        "0",
+                        "must be at least 1",
+                    ));
+                }
+                n => n,
+            },
             max_redirects: number(
                 "IMGPROXY_MAX_REDIRECTS",
                 &self.imgproxy_max_redirects,
@@ -1093,6 +1152,16 @@ impl Env {
                 "IMGPROXY_MAX_RESULT_DIMENSION",
                 &self.imgproxy_max_result_dimension,
                 DEFAULT_MAX_RESULT_DIMENSION,
+            )?,
+            max_jpeg_scans: number(
+                "IMGPROXY_MAX_JPEG_SCANS",
+                &self.imgproxy_max_jpeg_scans,
+                crate::worker::engine::DEFAULT_MAX_JPEG_SCANS,
+            )?,
+            max_svg_filter_megapixels: megapixels(
+                "IMGPROXY_MAX_SVG_FILTER_MEGAPIXELS",
+                &self.imgproxy_max_svg_filter_megapixels,
+                crate::worker::engine::DEFAULT_MAX_SVG_FILTER_MEGAPIXELS,
             )?,
             max_animation_frames,
             max_animation_frame_resolution_mp: megapixels(

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::capacity::{Capacity, Full};
 use super::config::WorkerConfig;
-use super::engine::EngineConfig;
+use super::engine::{Deadline, EngineConfig};
 use super::error::ParseError;
 use super::fetch::{FetchError, Fetcher};
 use super::process::{self, ProcessError};
@@ -216,6 +216,7 @@ async fn process_request(
         .map(str::to_owned);
 
     let timeout = config.server.timeout;
+    let deadline = Deadline::at(Instant::now() + timeout);
     let work = async {
         let source = state.fetcher.fetch(&parsed.source).await?;
         let slot = admitted.cpu_slot().await;
@@ -225,9 +226,13 @@ async fn process_request(
             options: parsed.options.clone(),
             format: parsed.output_format,
             accept,
+            deadline,
         };
         // The slot moves into the blocking task: it is released when the CPU work ends,
-        // not when this request stops waiting for it.
+        // not when this request stops waiting for it — a freed slot would let more jobs
+        // burn CPU than `IMGPROXY_CONCURRENCY` says. Instead the job gives up by itself at
+        // the deadline, between stages (see engine::deadline); each stage is bounded by
+        // the engine's limits.
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             process::run(input, &engine)

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::config::ProcessingConfig;
-use super::engine::{self, EngineConfig, EngineError, Job};
+use super::engine::{self, Deadline, EngineConfig, EngineError, Job};
 use super::fetch::Fetched;
 use super::options::{Defaults, ImageFormat, ProcessingOptions};
 
@@ -17,6 +17,8 @@ pub struct Input {
     pub format: Option<ImageFormat>,
     /// The request's `Accept`, for auto/enforce WebP/AVIF.
     pub accept: Option<String>,
+    /// When the request stops waiting (see [`Deadline`]).
+    pub deadline: Deadline,
 }
 
 /// An encoded result and how to label it.
@@ -52,6 +54,8 @@ pub fn engine_config(processing: &ProcessingConfig, defaults: &Defaults) -> Engi
         max_animation_frames: processing.max_animation_frames,
         max_animation_frame_resolution: processing.max_animation_frame_resolution_mp,
         max_result_dimension: processing.max_result_dimension,
+        max_jpeg_scans: processing.max_jpeg_scans,
+        max_svg_filter_megapixels: processing.max_svg_filter_megapixels,
         auto_webp: processing.auto_webp,
         enforce_webp: processing.enforce_webp,
         auto_avif: processing.auto_avif,
@@ -75,6 +79,7 @@ pub fn run(input: Input, config: &EngineConfig) -> Result<Output, ProcessError> 
         options,
         format,
         accept,
+        deadline,
     } = input;
     if options.raw {
         // As imgproxy: the source as-is, no checks; labelled by its real format if we know it.
@@ -104,6 +109,7 @@ pub fn run(input: Input, config: &EngineConfig) -> Result<Output, ProcessError> 
         options: &options,
         format,
         accept: accept.as_deref(),
+        deadline,
     };
     let processed = engine::process(&job, config)?;
     Ok(Output {
@@ -152,6 +158,7 @@ mod tests {
             options,
             format: None,
             accept: None,
+            deadline: Deadline::NONE,
         }
     }
 

@@ -523,12 +523,19 @@ fn size(po: &mut ProcessingOptions, a: &Args<'_>) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// Gravity offsets are capped at [`MAX_CANVAS_SIDE`] pixels either way.
 fn extend(e: &mut Extend, a: &Args<'_>) -> Result<(), ParseError> {
     set(&mut e.enabled, a.boolean(0));
     if a.len() > 1 {
-        gravity(&mut e.gravity, &a.tail(1), |k| {
+        let mut g = e.gravity;
+        gravity(&mut g, &a.tail(1), |k| {
             !matches!(k, GravityKind::Smart | GravityKind::Replicate)
         })?;
+        let limit = f64::from(MAX_CANVAS_SIDE);
+        if g.x.abs() > limit || g.y.abs() > limit {
+            return Err(a.err("gravity offsets are at most 65535 pixels either way"));
+        }
+        e.gravity = g;
     }
     Ok(())
 }
@@ -603,18 +610,33 @@ fn trim(po: &mut ProcessingOptions, a: &Args<'_>) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// The largest padding per side and the largest pixel offset of an `extend` gravity a URL
+/// may ask for. No result format we write holds a side longer than 65535 pixels (JPEG's and
+/// GIF's limit; WebP and AVIF stop sooner), so a larger padding or offset can never give a
+/// valid result: it is refused at parse time, before any size is computed from it. This is
+/// stricter than imgproxy, which takes any `int`.
+pub const MAX_CANVAS_SIDE: u32 = 65_535;
+
 /// CSS order: one value sets all sides, the second right and left, then
-/// bottom, then left.
+/// bottom, then left. Each side at most [`MAX_CANVAS_SIDE`].
 fn padding(po: &mut ProcessingOptions, a: &Args<'_>) -> Result<(), ParseError> {
+    let side = |i| {
+        a.map(i, |s| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|v| *v <= MAX_CANVAS_SIDE)
+                .ok_or("a non-negative integer up to 65535")
+        })
+    };
     let p = &mut po.padding;
-    if let Some(v) = a.int(0)? {
+    if let Some(v) = side(0)? {
         (p.top, p.right, p.bottom, p.left) = (v, v, v, v);
     }
-    if let Some(v) = a.int(1)? {
+    if let Some(v) = side(1)? {
         (p.right, p.left) = (v, v);
     }
-    set(&mut p.bottom, a.int(2)?);
-    set(&mut p.left, a.int(3)?);
+    set(&mut p.bottom, side(2)?);
+    set(&mut p.left, side(3)?);
     Ok(())
 }
 
@@ -1090,6 +1112,9 @@ mod tests {
         bad_arg("ex:1:sm", "extend");
         bad_arg("ex:1:re", "extend");
         bad_arg("ex:1:ce:1:1:1", "extend");
+        bad_arg("ex:1:ce:65536:0", "extend");
+        bad_arg("exar:1:ce:0:-1e300", "extend_aspect_ratio");
+        assert_eq!(opts("ex:1:ce:-65535:65535").extend.gravity.x, -65535.0);
         bad_arg("exar:1:fp:2:0", "extend_aspect_ratio");
     }
 
@@ -1236,6 +1261,10 @@ mod tests {
         assert!(p("pd:10").is_enabled());
         assert!(!p("pd:10/pd:0").is_enabled());
         bad_arg("pd:1:2:3:4:5", "padding");
+        assert_eq!(p("pd:65535"), pad(65535, 65535, 65535, 65535));
+        bad_arg("pd:65536", "padding");
+        bad_arg("pd:0:2147483648:0:2147483648", "padding");
+        bad_arg("pd:4294967295:4294967295:0:0", "padding");
         bad_arg("pd:-1", "padding");
     }
 

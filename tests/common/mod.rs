@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod seaweed;
+pub mod worker;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

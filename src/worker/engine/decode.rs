@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageReader, Limits};
 
-use super::{EngineError, SourceInfo};
+use super::{EngineConfig, EngineError, SourceInfo};
 use crate::worker::options::ImageFormat;
 
 /// A decoded source.
@@ -79,24 +79,35 @@ pub(crate) fn image_crate_format(format: ImageFormat) -> Option<image::ImageForm
 /// [`super::geometry::preshrink`]) lets JPEG and still WebP decoders deliver a smaller
 /// image; `max_frames` > 1 keeps up to that many frames of an animation.
 ///
+/// Every decoder compares the size its own header parser finds with `info`'s before it
+/// allocates pixels: the resolution limit was checked against `info`, so a file whose
+/// headers disagree (a decoy AVIF `ispe`, a JPEG whose first frame header lies) is refused.
+///
 /// # Errors
-/// [`EngineError::Corrupt`] for broken data, [`EngineError::UnsupportedSource`] for formats
-/// without a decoder.
+/// [`EngineError::Corrupt`] for broken data or disagreeing sizes,
+/// [`EngineError::UnsupportedSource`] for formats without a decoder.
 pub fn decode(
     source: &[u8],
     info: &SourceInfo,
     preshrink: f64,
     max_frames: u32,
+    config: &EngineConfig,
 ) -> Result<Decoded, EngineError> {
     let format = info.format;
+    let probed = (info.width, info.height);
     let mut decoded = match format {
-        ImageFormat::Jpeg => decode_jpeg(source, super::geometry::jpeg_shrink(preshrink))?,
+        ImageFormat::Jpeg => decode_jpeg(
+            source,
+            super::geometry::jpeg_shrink(preshrink),
+            config.max_jpeg_scans,
+            probed,
+        )?,
         ImageFormat::Webp if info.frames <= 1 => decode_webp(source, info, preshrink)?,
-        ImageFormat::Avif => decode_avif(source)?,
+        ImageFormat::Avif => super::avif::decode(source, probed, config)?,
         ImageFormat::Gif | ImageFormat::Webp if max_frames > 1 && info.frames > 1 => {
-            decode_animation(source, format, max_frames)?
+            decode_animation(source, format, max_frames, probed)?
         }
-        _ => decode_still(source, format)?,
+        _ => decode_still(source, format, probed)?,
     };
     decoded.has_alpha = decoded.frames[0].color().has_alpha();
     // Animation frames are RGBA already and must stay alike; stills are normalised.
@@ -106,13 +117,56 @@ pub fn decode(
     Ok(decoded)
 }
 
-fn decode_jpeg(source: &[u8], shrink: u32) -> Result<Decoded, EngineError> {
+/// Whether a decoder's `found` size is the `probed` one the limits were checked against.
+///
+/// # Errors
+/// [`EngineError::Corrupt`] naming both sizes.
+pub(crate) fn check_size<W, H>(
+    format: ImageFormat,
+    found: (W, H),
+    probed: (u32, u32),
+) -> Result<(), EngineError>
+where
+    W: TryInto<u32> + Copy + std::fmt::Display,
+    H: TryInto<u32> + Copy + std::fmt::Display,
+{
+    let same =
+        found.0.try_into().ok() == Some(probed.0) && found.1.try_into().ok() == Some(probed.1);
+    if same {
+        Ok(())
+    } else {
+        Err(EngineError::corrupt(
+            format,
+            format!(
+                "the image data is {}x{}, its header said {}x{}",
+                found.0, found.1, probed.0, probed.1
+            ),
+        ))
+    }
+}
+
+fn decode_jpeg(
+    source: &[u8],
+    shrink: u32,
+    max_scans: u32,
+    probed: (u32, u32),
+) -> Result<Decoded, EngineError> {
     let segments = super::jpeg::segments(source);
     let orientation = segments.exif.map_or(1, super::metadata::orientation);
-    let image = match super::jpeg::decode(source, shrink)? {
+    let image = match super::jpeg::decode(source, shrink, max_scans, probed)? {
         Some(image) => image,
-        // CMYK/YCCK: the `image` crate converts them to RGB; no shrink-on-load there.
-        None => decode_with_image_crate(source, ImageFormat::Jpeg)?.0,
+        // CMYK/YCCK: the `image` crate converts them to RGB; no shrink-on-load there, and no
+        // scan limit of its own, so the scans are counted first.
+        None => {
+            let scans = super::jpeg::count_scans(source);
+            if max_scans > 0 && scans > max_scans as usize {
+                return Err(EngineError::corrupt(
+                    ImageFormat::Jpeg,
+                    format!("{scans} scans, more than IMGPROXY_MAX_JPEG_SCANS ({max_scans})"),
+                ));
+            }
+            decode_with_image_crate(source, ImageFormat::Jpeg, probed)?.0
+        }
     };
     Ok(Decoded {
         frames: vec![image],
@@ -145,8 +199,12 @@ pub(crate) fn webp_metadata(source: &[u8]) -> Embedded {
     }
 }
 
-fn decode_still(source: &[u8], format: ImageFormat) -> Result<Decoded, EngineError> {
-    let (image, embedded) = decode_with_image_crate(source, format)?;
+fn decode_still(
+    source: &[u8],
+    format: ImageFormat,
+    probed: (u32, u32),
+) -> Result<Decoded, EngineError> {
+    let (image, embedded) = decode_with_image_crate(source, format, probed)?;
     Ok(Decoded::with_metadata(image, embedded))
 }
 
@@ -172,9 +230,11 @@ const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
 fn decode_with_image_crate(
     source: &[u8],
     format: ImageFormat,
+    probed: (u32, u32),
 ) -> Result<(DynamicImage, Embedded), EngineError> {
     let corrupt = |e: image::ImageError| EngineError::corrupt(format, e);
     let mut decoder = reader(source, format)?.into_decoder().map_err(corrupt)?;
+    check_size(format, decoder.dimensions(), probed)?;
     // Broken metadata must not cost the image: browsers show it too.
     let icc = decoder.icc_profile().ok().flatten();
     let exif = decoder.exif_metadata().ok().flatten();
@@ -186,17 +246,20 @@ fn decode_animation(
     source: &[u8],
     format: ImageFormat,
     max_frames: u32,
+    probed: (u32, u32),
 ) -> Result<Decoded, EngineError> {
     let corrupt = |e: image::ImageError| EngineError::corrupt(format, e);
     let cursor = Cursor::new(source);
     let (frames, loop_count, icc, exif) = match format {
         ImageFormat::Gif => {
             let decoder = image::codecs::gif::GifDecoder::new(cursor).map_err(corrupt)?;
+            check_size(format, decoder.dimensions(), probed)?;
             let loops = decoder.loop_count();
             (decoder.into_frames(), loops, None, None)
         }
         _ => {
             let mut decoder = image::codecs::webp::WebPDecoder::new(cursor).map_err(corrupt)?;
+            check_size(format, decoder.dimensions(), probed)?;
             let icc = decoder.icc_profile().ok().flatten();
             let exif = decoder.exif_metadata().ok().flatten();
             let loops = decoder.loop_count();
@@ -223,23 +286,6 @@ fn decode_animation(
         icc,
         orientation: 1,
         exif,
-        has_alpha: false,
-    })
-}
-
-fn decode_avif(source: &[u8]) -> Result<Decoded, EngineError> {
-    let pixels = libavif::decode_rgb(source)
-        .map_err(|e| EngineError::corrupt(ImageFormat::Avif, format!("{e:?}")))?;
-    let (width, height) = (pixels.width(), pixels.height());
-    let rgba = image::RgbaImage::from_raw(width, height, pixels.to_vec())
-        .ok_or_else(|| EngineError::corrupt(ImageFormat::Avif, "unexpected pixel layout"))?;
-    Ok(Decoded {
-        frames: vec![DynamicImage::ImageRgba8(rgba)],
-        delays: Vec::new(),
-        loop_count: 0,
-        icc: None,
-        orientation: 1,
-        exif: None,
         has_alpha: false,
     })
 }

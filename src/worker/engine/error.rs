@@ -46,6 +46,15 @@ pub enum EngineError {
     /// The geometry asked for an image with no pixels or an absurd size.
     #[error("invalid result size {width}x{height}")]
     InvalidSize { width: u64, height: u64 },
+    /// Rendering the SVG's filters would take more work than
+    /// `IMGPROXY_MAX_SVG_FILTER_MEGAPIXELS` allows.
+    #[error(
+        "SVG filters need {megapixels:.0} MP of work > IMGPROXY_MAX_SVG_FILTER_MEGAPIXELS {limit}"
+    )]
+    SvgTooComplex { megapixels: f64, limit: f64 },
+    /// The request's deadline (`IMGPROXY_TIMEOUT`) passed; the job stopped before `stage`.
+    #[error("the request timed out before {stage} (IMGPROXY_TIMEOUT)")]
+    TimedOut { stage: &'static str },
 }
 
 impl EngineError {
@@ -54,6 +63,8 @@ impl EngineError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Encode { .. } | Self::Internal(_) => 500,
+            // Nobody is waiting by then; the HTTP layer answered 503 itself.
+            Self::TimedOut { .. } => 503,
             Self::SourceTooBig { .. }
             | Self::ResultTooBig { .. }
             | Self::FrameTooBig { .. }
@@ -62,7 +73,8 @@ impl EngineError {
             | Self::UnsupportedVariant { .. }
             | Self::UnsupportedOutput(_)
             | Self::Corrupt { .. }
-            | Self::InvalidSize { .. } => 422,
+            | Self::InvalidSize { .. }
+            | Self::SvgTooComplex { .. } => 422,
         }
     }
 

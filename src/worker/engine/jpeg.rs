@@ -71,12 +71,28 @@ pub fn segments(source: &[u8]) -> Segments<'_> {
 /// Decodes at 1/`shrink` scale (1, 2, 4 or 8). `Ok(None)` means libjpeg-turbo can't give
 /// us RGB for this file (CMYK/YCCK): the caller falls back to another decoder.
 ///
+/// `max_scans` (0 = no limit) is libjpeg-turbo's scan limit: a progressive JPEG costs a
+/// pass over every block per scan, so a few hundred kilobytes of empty scans can keep a core
+/// busy for minutes in one uninterruptible call. `probed` is the size the resolution limit
+/// was checked against: a frame header claiming another size is refused before the pixel
+/// buffer is allocated.
+///
 /// # Errors
-/// [`EngineError::Corrupt`] when libjpeg-turbo rejects the data.
-pub fn decode(source: &[u8], shrink: u32) -> Result<Option<DynamicImage>, EngineError> {
+/// [`EngineError::Corrupt`] when libjpeg-turbo rejects the data, the sizes disagree or the
+/// scan limit is passed.
+pub fn decode(
+    source: &[u8],
+    shrink: u32,
+    max_scans: u32,
+    probed: (u32, u32),
+) -> Result<Option<DynamicImage>, EngineError> {
     let corrupt = |e: turbojpeg::Error| EngineError::corrupt(ImageFormat::Jpeg, e);
     let mut decompressor = Decompressor::new().map_err(corrupt)?;
+    if max_scans > 0 {
+        decompressor.set_scan_limit(max_scans).map_err(corrupt)?;
+    }
     let header = decompressor.read_header(source).map_err(corrupt)?;
+    super::decode::check_size(ImageFormat::Jpeg, (header.width, header.height), probed)?;
     if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
         return Ok(None);
     }
@@ -98,6 +114,13 @@ pub fn decode(source: &[u8], shrink: u32) -> Result<Option<DynamicImage>, Engine
     let rgb = RgbImage::from_raw(width, height, pixels)
         .expect("buffer sized as width * height * 3 above");
     Ok(Some(DynamicImage::ImageRgb8(rgb)))
+}
+
+/// How many scans (start-of-scan markers) a JPEG has, found without decoding: inside
+/// entropy-coded data a 0xFF byte is always followed by 0x00 or a restart marker, so every
+/// `FF DA` is a scan header (or, in crafted metadata, counts against the file).
+pub fn count_scans(source: &[u8]) -> usize {
+    source.windows(2).filter(|w| w == &[0xFF, 0xDA]).count()
 }
 
 #[cfg(test)]

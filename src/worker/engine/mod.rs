@@ -7,7 +7,7 @@
 //! - [`geometry`]: imgproxy's size arithmetic (fit/fill/force/auto, dpr, zoom, enlarge, ...).
 //! - [`svg`]: SVG sources — sanitised SVG results, or rendered at the plan's scale.
 //! - [`decode`] (with [`jpeg`] and [`webp`] for shrink-on-load in libjpeg-turbo and libwebp,
-//!   and [`metadata`] for EXIF):
+//!   [`avif`] for libavif under our limits, and [`metadata`] for EXIF):
 //!   pixels of every kept frame.
 //! - [`color`]: embedded ICC profiles → sRGB.
 //! - [`pipeline`]: per-frame orientation, crop, resize, result crop, flatten.
@@ -21,7 +21,9 @@
 //!   JPEG and WebP results.
 //! - [`error`]: [`EngineError`] and its HTTP status.
 
+pub mod avif;
 pub mod color;
+pub mod deadline;
 pub mod decode;
 pub mod embed;
 pub mod encode;
@@ -40,6 +42,7 @@ pub mod webp;
 
 use std::sync::Arc;
 
+pub use deadline::Deadline;
 pub use error::EngineError;
 pub use probe::probe;
 
@@ -61,6 +64,21 @@ pub const DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION: f64 = 0.0;
 
 /// `IMGPROXY_WATERMARK_OPACITY`: opacity of the configured watermark, 0..=1.
 pub const DEFAULT_WATERMARK_OPACITY: f64 = 1.0;
+
+/// `IMGPROXY_MAX_JPEG_SCANS`: scans a progressive JPEG may have; 0 = no limit. Each scan is a
+/// pass over every block of the image inside one libjpeg-turbo call that nothing can stop, so
+/// thousands of empty scans are a CPU bomb of a few hundred kilobytes. Encoders write about
+/// 10 (libjpeg's progression) to 20 (mozjpeg's optimised scans); 100 leaves room for any real
+/// file.
+pub const DEFAULT_MAX_JPEG_SCANS: u32 = 100;
+
+/// `IMGPROXY_MAX_SVG_FILTER_MEGAPIXELS`: how much filter work an SVG render may need, in
+/// millions of pixels read (for each filter primitive: the canvas it covers × the pixels it
+/// reads per output pixel — `(2r+1)²` for `feMorphology`, the kernel for
+/// `feConvolveMatrix`, the octaves for `feTurbulence`). resvg draws filters in one call that
+/// nothing can stop; `feMorphology` with a large radius on a full-size canvas takes hours.
+/// 2000 is a few seconds of one core and some forty full-canvas drop shadows at 50 MP.
+pub const DEFAULT_MAX_SVG_FILTER_MEGAPIXELS: f64 = 2000.0;
 
 /// How the engine behaves: the `IMGPROXY_*` settings that concern pixels.
 #[derive(Debug, Clone)]
@@ -89,6 +107,10 @@ pub struct EngineConfig {
     pub preferred_formats: Vec<ImageFormat>,
     /// `IMGPROXY_WATERMARK_OPACITY` (default 1): multiplied with the URL's opacity.
     pub watermark_opacity: f64,
+    /// See [`DEFAULT_MAX_JPEG_SCANS`].
+    pub max_jpeg_scans: u32,
+    /// See [`DEFAULT_MAX_SVG_FILTER_MEGAPIXELS`].
+    pub max_svg_filter_megapixels: f64,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +128,8 @@ impl Default for EngineConfig {
             watermark: None,
             preferred_formats: format::DEFAULT_PREFERRED_FORMATS.to_vec(),
             watermark_opacity: DEFAULT_WATERMARK_OPACITY,
+            max_jpeg_scans: DEFAULT_MAX_JPEG_SCANS,
+            max_svg_filter_megapixels: DEFAULT_MAX_SVG_FILTER_MEGAPIXELS,
         }
     }
 }
@@ -130,6 +154,8 @@ pub struct Job<'a> {
     pub format: Option<ImageFormat>,
     /// The request's Accept header, for auto/enforce WebP/AVIF.
     pub accept: Option<&'a str>,
+    /// When to give up between stages (the request's `IMGPROXY_TIMEOUT`).
+    pub deadline: Deadline,
 }
 
 /// An encoded result.
@@ -145,7 +171,7 @@ pub struct Processed {
 /// # Errors
 /// Why the image can't be used.
 pub fn check_watermark(data: &[u8]) -> Result<(), EngineError> {
-    pipeline::decode_watermark(data).map(drop)
+    pipeline::decode_watermark(data, &EngineConfig::default()).map(drop)
 }
 
 /// Runs one job. CPU-bound and synchronous: the HTTP layer runs it on a blocking thread.

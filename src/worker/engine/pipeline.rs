@@ -31,6 +31,7 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
         1
     };
     check_resolution(&info, frames, config)?;
+    job.deadline.check("decoding")?;
 
     let vector = info.format == ImageFormat::Svg;
     let decoded = if vector {
@@ -40,7 +41,7 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
         }
     } else {
         let preshrink = preshrink(job.source, &info, po);
-        decode::decode(job.source, &info, preshrink, frames)?
+        decode::decode(job.source, &info, preshrink, frames, config)?
     };
     let orientation = effective_orientation(po, decoded.orientation);
     let (src_w, src_h) = oriented_size(info.width, info.height, orientation, po.rotate);
@@ -78,10 +79,14 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
 
     let watermark = match (&config.watermark, po.watermark.enabled) {
         // Checked at start-up, so this failing is ours, not the request's.
-        (Some(data), true) => Some(decode_watermark(data).map_err(|e| EngineError::Encode {
-            format: ImageFormat::Png,
-            reason: format!("watermark image: {e}"),
-        })?),
+        (Some(data), true) => {
+            Some(
+                decode_watermark(data, config).map_err(|e| EngineError::Encode {
+                    format: ImageFormat::Png,
+                    reason: format!("watermark image: {e}"),
+                })?,
+            )
+        }
         _ => None,
     };
     let ctx = FrameContext {
@@ -96,11 +101,16 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
         watermark: watermark
             .as_ref()
             .map(|mark| (mark, effective_watermark(po, config))),
+        config,
     };
     let images = images
         .into_iter()
-        .map(|image| transform(image, &ctx))
+        .map(|image| {
+            job.deadline.check("processing a frame")?;
+            transform(image, &ctx)
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    job.deadline.check("encoding")?;
 
     let (width, height) = (images[0].width(), images[0].height());
     if out_format == ImageFormat::Avif
@@ -164,13 +174,20 @@ fn preshrink(source: &[u8], info: &SourceInfo, po: &ProcessingOptions) -> f64 {
 }
 
 /// The watermark image as RGBA, from any source format (SVG drawn at its own size).
-pub(super) fn decode_watermark(data: &[u8]) -> Result<RgbaImage, EngineError> {
+pub(super) fn decode_watermark(
+    data: &[u8],
+    config: &EngineConfig,
+) -> Result<RgbaImage, EngineError> {
     let info = probe(data)?;
     if info.format == ImageFormat::Svg {
-        let image = super::svg::rasterise(data, super::DEFAULT_MAX_SRC_RESOLUTION * 1_000_000.0)?;
+        let image = super::svg::rasterise(
+            data,
+            super::DEFAULT_MAX_SRC_RESOLUTION * 1_000_000.0,
+            config.max_svg_filter_megapixels,
+        )?;
         return Ok(into_rgba(image));
     }
-    let decoded = decode::decode(data, &info, 1.0, 1)?;
+    let decoded = decode::decode(data, &info, 1.0, 1, config)?;
     let first = decoded
         .frames
         .into_iter()
@@ -213,19 +230,24 @@ fn check_resolution(
 
 /// Refuses a plan whose canvas (extend, padding and frames counted) would pass
 /// `IMGPROXY_MAX_RESULT_DIMENSION` or, in area, `IMGPROXY_MAX_SRC_RESOLUTION`: an enlarged
-/// or padded result is bounded like a source, before any of its pixels exist.
+/// or padded result is bounded like a source, before any of its pixels exist. The scaled
+/// image before the result crop (fill enlarging past the box, `min-width`) is held once
+/// per frame too, so its area is bounded the same way.
+///
+/// All sums and products are done in `u64`/`f64` from `u32` parts: none can wrap (a padding
+/// of `u32::MAX` on both sides once summed to 0 in `u32`).
 pub(super) fn check_result_size(
     plan: &Plan,
     po: &ProcessingOptions,
     frames: usize,
     config: &EngineConfig,
 ) -> Result<(), EngineError> {
-    let axis = |scaled: u32, crop: u32, target: u32, extend_ar: u32, padding: u32| {
+    let axis = |scaled: u32, crop: u32, target: u32, extend_ar: u32, padding: [u32; 2]| {
         let mut n = u64::from(if crop > 0 { crop.min(scaled) } else { scaled });
         if po.extend.enabled {
             n = n.max(u64::from(target));
         }
-        n.max(u64::from(extend_ar)) + u64::from(padding)
+        n.max(u64::from(extend_ar)) + u64::from(padding[0]) + u64::from(padding[1])
     };
     let [top, right, bottom, left] = plan.padding;
     let width = axis(
@@ -233,17 +255,17 @@ pub(super) fn check_result_size(
         plan.result_crop_width,
         plan.target_width,
         plan.extend_ar_width,
-        right + left,
+        [right, left],
     );
     let height = axis(
         plan.scaled_height,
         plan.result_crop_height,
         plan.target_height,
         plan.extend_ar_height,
-        top + bottom,
+        [top, bottom],
     );
     let frames = u32::try_from(frames.max(1)).unwrap_or(u32::MAX);
-    let too_big = |limit: String| EngineError::ResultTooBig {
+    let too_big = |width: u64, height: u64, limit: String| EngineError::ResultTooBig {
         width,
         height,
         frames,
@@ -251,16 +273,33 @@ pub(super) fn check_result_size(
     };
     let side = u64::from(config.max_result_dimension);
     if side > 0 && width.max(height) > side {
-        return Err(too_big(format!("IMGPROXY_MAX_RESULT_DIMENSION is {side}")));
+        return Err(too_big(
+            width,
+            height,
+            format!("IMGPROXY_MAX_RESULT_DIMENSION is {side}"),
+        ));
     }
-    let megapixels = (width * height) as f64 * f64::from(frames) / 1_000_000.0;
-    if megapixels > config.max_src_resolution {
-        return Err(too_big(format!(
-            "{megapixels:.1} MP > IMGPROXY_MAX_SRC_RESOLUTION {} MP",
-            config.max_src_resolution
-        )));
-    }
-    Ok(())
+    let area_limit = |width: u64, height: u64, frames: u32| {
+        let megapixels = width as f64 * height as f64 * f64::from(frames) / 1_000_000.0;
+        if megapixels > config.max_src_resolution {
+            Err(too_big(
+                width,
+                height,
+                format!(
+                    "{megapixels:.1} MP > IMGPROXY_MAX_SRC_RESOLUTION {} MP",
+                    config.max_src_resolution
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    area_limit(width, height, frames)?;
+    area_limit(
+        u64::from(plan.scaled_width),
+        u64::from(plan.scaled_height),
+        1,
+    )
 }
 
 /// The EXIF orientation to apply: none when `auto_rotate` is off.
@@ -299,6 +338,8 @@ struct FrameContext<'a> {
     trim: bool,
     /// The decoded watermark and its effective opacity, when one is asked for.
     watermark: Option<(&'a RgbaImage, Watermark)>,
+    /// The limits a trimmed frame's new plan is checked against.
+    config: &'a EngineConfig,
 }
 
 /// imgproxy's transparent canvas for extend and padding; flattened later if the result
@@ -318,6 +359,7 @@ fn transform(mut image: DynamicImage, ctx: &FrameContext<'_>) -> Result<DynamicI
     let (plan, src_width, src_height) = if ctx.trim {
         image = rgba_op(image, |rgba| ops::trim(&rgba, &po.trim));
         trimmed_plan = geometry::plan(image.width(), image.height(), po, false);
+        check_result_size(&trimmed_plan, po, 1, ctx.config)?;
         (&trimmed_plan, image.width(), image.height())
     } else {
         (ctx.plan, ctx.src_width, ctx.src_height)
@@ -496,6 +538,141 @@ mod tests {
         po
     }
 
+    /// What `transform` allocates for a plan, step by step, modelled independently of
+    /// [`check_result_size`]: the largest canvas (w, h) any step makes.
+    fn canvases(plan: &Plan, po: &ProcessingOptions) -> Vec<(u64, u64)> {
+        let mut steps = Vec::new();
+        let (mut w, mut h) = (u64::from(plan.scaled_width), u64::from(plan.scaled_height));
+        steps.push((w, h));
+        if plan.result_crop_width > 0 {
+            w = w.min(u64::from(plan.result_crop_width));
+        }
+        if plan.result_crop_height > 0 {
+            h = h.min(u64::from(plan.result_crop_height));
+        }
+        let (tw, th) = (u64::from(plan.target_width), u64::from(plan.target_height));
+        if po.extend.enabled && (tw > w || th > h) {
+            (w, h) = (if tw == 0 { w } else { tw }, if th == 0 { h } else { th });
+            steps.push((w, h));
+        }
+        let (ew, eh) = (
+            u64::from(plan.extend_ar_width),
+            u64::from(plan.extend_ar_height),
+        );
+        if po.extend_aspect_ratio.enabled && ew > 0 && eh > 0 && (ew > w || eh > h) {
+            (w, h) = (ew, eh);
+            steps.push((w, h));
+        }
+        if po.padding.is_enabled() {
+            let [top, right, bottom, left] = plan.padding.map(u64::from);
+            steps.push((w + left + right, h + top + bottom));
+        }
+        steps
+    }
+
+    fn extreme_u32() -> impl proptest::strategy::Strategy<Value = u32> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(0),
+            Just(1),
+            Just(2),
+            Just(65_535),
+            Just(1 << 31),
+            Just(u32::MAX - 1),
+            Just(u32::MAX),
+            0..10_000u32,
+            any::<u32>(),
+        ]
+    }
+
+    fn extreme_f64() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(f64::MIN_POSITIVE),
+            Just(1e-9),
+            Just(0.5),
+            Just(1.0),
+            Just(3.0),
+            Just(1e9),
+            Just(f64::MAX),
+            0.001..20.0f64,
+        ]
+    }
+
+    fn extreme_crop() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![Just(0.0), Just(1e-12), 0.0..1.0f64, extreme_f64()]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        /// Every numeric option at its extremes, through the plan and the size check: a plan
+        /// that passes never makes a canvas past the limits, and nothing panics (this crate's
+        /// tests run with overflow checks on).
+        #[test]
+        fn passing_plans_stay_within_the_limits(
+            src in (extreme_u32(), extreme_u32()),
+            size in (extreme_u32(), extreme_u32(), extreme_u32(), extreme_u32()),
+            scale in (extreme_f64(), extreme_f64(), extreme_f64()),
+            crop in (extreme_crop(), extreme_crop()),
+            padding in (extreme_u32(), extreme_u32(), extreme_u32(), extreme_u32()),
+            flags in (0..5usize, proptest::prelude::any::<[bool; 4]>()),
+            frames in 1..4usize,
+            max_result_dimension in proptest::prop_oneof![
+                proptest::strategy::Just(0u32),
+                1..20_000u32
+            ],
+        ) {
+            let config = EngineConfig {
+                max_result_dimension,
+                ..EngineConfig::default()
+            };
+            // Any source that passes the resolution check: the height is cut to fit.
+            let src_w = src.0.clamp(1, 50_000_000);
+            let src_h = src.1.clamp(1, 50_000_000 / src_w);
+            let info = SourceInfo {
+                format: ImageFormat::Png,
+                width: src_w,
+                height: src_h,
+                frames: 1,
+            };
+            proptest::prop_assert!(check_resolution(&info, 1, &config).is_ok());
+            let mut po = ProcessingOptions::new(&Defaults::default());
+            (po.width, po.height, po.min_width, po.min_height) = size;
+            (po.dpr, po.zoom_x, po.zoom_y) = scale;
+            (po.crop.width, po.crop.height) = crop;
+            (po.padding.top, po.padding.right, po.padding.bottom, po.padding.left) = padding;
+            po.resizing_type = [
+                ResizingType::Fit,
+                ResizingType::Fill,
+                ResizingType::FillDown,
+                ResizingType::Force,
+                ResizingType::Auto,
+            ][flags.0];
+            let [enlarge, extend, extend_ar, vector] = flags.1;
+            po.enlarge = enlarge;
+            po.extend.enabled = extend;
+            po.extend_aspect_ratio.enabled = extend_ar;
+
+            let plan = geometry::plan(src_w, src_h, &po, vector);
+            if check_result_size(&plan, &po, frames, &config).is_ok() {
+                let max_pixels = config.max_src_resolution * 1e6;
+                for (step, (w, h)) in canvases(&plan, &po).into_iter().enumerate() {
+                    proptest::prop_assert!(
+                        w as f64 * h as f64 <= max_pixels,
+                        "step {step}: {w}x{h} for {plan:?}"
+                    );
+                }
+                let (w, h) = *canvases(&plan, &po).last().expect("at least the scaled size");
+                proptest::prop_assert!(w as f64 * h as f64 * frames as f64 <= max_pixels);
+                if max_result_dimension > 0 {
+                    proptest::prop_assert!(w.max(h) <= u64::from(max_result_dimension));
+                }
+            }
+        }
+    }
+
     #[test]
     fn still_webp_and_jpeg_shrink_on_load_others_do_not() {
         let source = webp(2000, 1000);
@@ -530,6 +707,7 @@ mod tests {
                 options: &po,
                 format: Some(ImageFormat::Png),
                 accept: None,
+                deadline: super::super::Deadline::NONE,
             };
             let out = super::super::process(&job, &config).unwrap();
             let image = image::load_from_memory(&out.bytes).unwrap();

@@ -76,8 +76,7 @@ fn looks_like_svg(source: &[u8]) -> bool {
 pub fn probe(source: &[u8]) -> Result<SourceInfo, EngineError> {
     let format = sniff(source).ok_or(EngineError::UnsupportedSource)?;
     let (width, height) = match format {
-        ImageFormat::Avif => avif_dimensions(source)
-            .ok_or_else(|| EngineError::corrupt(format, "no image size (ispe) box"))?,
+        ImageFormat::Avif => super::avif::dimensions(source)?,
         ImageFormat::Svg => super::svg::dimensions(source)?,
         ImageFormat::Heic | ImageFormat::Jxl => {
             return Err(EngineError::UnsupportedVariant {
@@ -110,16 +109,6 @@ fn raster_dimensions(source: &[u8], format: ImageFormat) -> Result<(u32, u32), E
     image::ImageReader::with_format(Cursor::new(source), image_format)
         .into_dimensions()
         .map_err(|e| EngineError::corrupt(format, e))
-}
-
-/// The first `ispe` (image spatial extent) property is the primary item's size in every
-/// AVIF writer we know of; a full box walk would buy nothing for a size check.
-fn avif_dimensions(source: &[u8]) -> Option<(u32, u32)> {
-    let at = source.windows(4).position(|w| w == b"ispe")?;
-    let body = source.get(at + 4 + 4..at + 4 + 4 + 8)?;
-    let width = u32::from_be_bytes(body[0..4].try_into().ok()?);
-    let height = u32::from_be_bytes(body[4..8].try_into().ok()?);
-    Some((width, height))
 }
 
 /// Counts frames without decompressing them (LZW data is skipped, not decoded).

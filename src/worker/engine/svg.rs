@@ -88,7 +88,8 @@ pub fn load(
             super::pipeline::check_result_size(&plan, po, 1, config)?;
             let max_pixels = config.max_src_resolution * 1_000_000.0;
             let (width, height) = render_size(info.width, info.height, job.options, max_pixels);
-            let image = render(&tree, width, height)?;
+            job.deadline.check("rendering")?;
+            let image = render(&tree, width, height, config.max_svg_filter_megapixels)?;
             Ok(Loaded::Raster(Decoded::still(image, true)))
         }
     }
@@ -97,8 +98,13 @@ pub fn load(
 /// An SVG watermark drawn at its own size (capped at `max_pixels`), as imgproxy takes them.
 ///
 /// # Errors
-/// [`EngineError::Corrupt`] for a broken document.
-pub fn rasterise(source: &[u8], max_pixels: f64) -> Result<DynamicImage, EngineError> {
+/// [`EngineError::Corrupt`] for a broken document, [`EngineError::SvgTooComplex`] past
+/// `max_filter_megapixels`.
+pub fn rasterise(
+    source: &[u8],
+    max_pixels: f64,
+    max_filter_megapixels: f64,
+) -> Result<DynamicImage, EngineError> {
     let tree = parse(source)?;
     let (width, height) = intrinsic_size(&tree);
     let pixels = f64::from(width) * f64::from(height);
@@ -111,6 +117,7 @@ pub fn rasterise(source: &[u8], max_pixels: f64) -> Result<DynamicImage, EngineE
         &tree,
         geometry::scale(width, scale).max(1),
         geometry::scale(height, scale).max(1),
+        max_filter_megapixels,
     )
 }
 
@@ -273,14 +280,32 @@ fn render_size(width: u32, height: u32, po: &ProcessingOptions, max_pixels: f64)
 }
 
 /// Draws the whole viewport onto a `width` × `height` canvas, as straight (not
-/// premultiplied) RGBA; fully opaque renders become RGB, like decoded stills.
-fn render(tree: &usvg::Tree, width: u32, height: u32) -> Result<DynamicImage, EngineError> {
+/// premultiplied) RGBA; fully opaque renders become RGB, like decoded stills. Refused first
+/// when its filters need more than `max_filter_megapixels` of work ([`filter_work`]).
+fn render(
+    tree: &usvg::Tree,
+    width: u32,
+    height: u32,
+    max_filter_megapixels: f64,
+) -> Result<DynamicImage, EngineError> {
     let invalid = || EngineError::InvalidSize {
         width: width.into(),
         height: height.into(),
     };
-    let mut pixmap = tiny_skia::Pixmap::new(width, height).ok_or_else(invalid)?;
     let size = tree.size();
+    let scale = (width as f32 / size.width()).max(height as f32 / size.height());
+    let canvas = Canvas {
+        width: f64::from(width),
+        height: f64::from(height),
+    };
+    let megapixels = filter_work(tree.root(), scale, canvas) / 1_000_000.0;
+    if megapixels > max_filter_megapixels {
+        return Err(EngineError::SvgTooComplex {
+            megapixels,
+            limit: max_filter_megapixels,
+        });
+    }
+    let mut pixmap = tiny_skia::Pixmap::new(width, height).ok_or_else(invalid)?;
     let transform = tiny_skia::Transform::from_scale(
         width as f32 / size.width(),
         height as f32 / size.height(),
@@ -304,6 +329,73 @@ fn render(tree: &usvg::Tree, width: u32, height: u32) -> Result<DynamicImage, En
     } else {
         DynamicImage::ImageRgba8(rgba)
     })
+}
+
+/// The render's canvas, which bounds every filter region (resvg clips regions to it).
+#[derive(Clone, Copy)]
+struct Canvas {
+    width: f64,
+    height: f64,
+}
+
+/// An upper bound on the pixels resvg reads to draw `group`'s filters and those below it,
+/// rendered at `scale` (canvas pixels per user unit of `group`'s document): for every filter
+/// primitive, its filter region (clipped to the canvas) × the pixels one output pixel reads. Nested SVG documents
+/// (`<image>` of `data:image/svg+xml`) count at their own scale; clip paths, masks and
+/// patterns are walked too.
+fn filter_work(group: &usvg::Group, scale: f32, canvas: Canvas) -> f64 {
+    let mut work = 0.0;
+    if !group.filters().is_empty() {
+        let ts = group.abs_transform();
+        let s = f64::from(scale) * f64::from(ts.sx.hypot(ts.ky).max(ts.kx.hypot(ts.sy)));
+        for filter in group.filters() {
+            // The filter region in canvas pixels, clipped to the canvas as resvg clips it.
+            let rect = filter.rect();
+            let region = (f64::from(rect.width()) * s).clamp(1.0, canvas.width)
+                * (f64::from(rect.height()) * s).clamp(1.0, canvas.height);
+            for primitive in filter.primitives() {
+                work += region * reads_per_pixel(primitive.kind(), s, canvas);
+            }
+        }
+    }
+    for node in group.children() {
+        match node {
+            usvg::Node::Group(child) => work += filter_work(child, scale, canvas),
+            usvg::Node::Image(image) => {
+                if let usvg::ImageKind::SVG(inner) = image.kind() {
+                    let ts = image.abs_transform();
+                    let placed = ts.sx.hypot(ts.ky).max(ts.kx.hypot(ts.sy));
+                    let fit = (image.size().width() / inner.size().width())
+                        .max(image.size().height() / inner.size().height());
+                    work += filter_work(inner.root(), scale * placed * fit, canvas);
+                }
+            }
+            _ => {}
+        }
+        node.subroots(|root| {
+            if !matches!(node, usvg::Node::Image(_)) {
+                work += filter_work(root, scale, canvas);
+            }
+        });
+    }
+    work
+}
+
+/// Pixels one output pixel of a primitive reads, at `scale` canvas pixels per user unit.
+fn reads_per_pixel(kind: &usvg::filter::Kind, scale: f64, canvas: Canvas) -> f64 {
+    use usvg::filter::Kind;
+    match kind {
+        // resvg clamps each radius to the canvas.
+        Kind::Morphology(m) => {
+            let side = |r: f32, max: f64| 2.0 * (f64::from(r) * scale).round().min(max) + 1.0;
+            side(m.radius_x().get(), canvas.width) * side(m.radius_y().get(), canvas.height)
+        }
+        Kind::ConvolveMatrix(m) => f64::from(m.matrix().columns()) * f64::from(m.matrix().rows()),
+        Kind::Turbulence(t) => f64::from(t.num_octaves().max(1)),
+        // Box or IIR blurs, lighting, compositing: a few reads per pixel, whatever the
+        // radius.
+        _ => 1.0,
+    }
 }
 
 #[cfg(test)]
@@ -414,7 +506,7 @@ mod tests {
         ] {
             assert!(!out.contains(gone), "{gone} survived: {out}");
         }
-        let image = render(&parsed(out.as_bytes()), 20, 10).unwrap();
+        let image = render(&parsed(out.as_bytes()), 20, 10, f64::INFINITY).unwrap();
         assert_eq!(pixel(&image, 5, 5), [255, 0, 0, 255]);
         assert_eq!(pixel(&image, 15, 5), [0, 0, 255, 255]);
     }
@@ -452,7 +544,9 @@ mod tests {
             r#"<text x="5" y="30" font-size="30" font-family="sans-serif">Hi</text>"#,
         );
         assert!(!FONTS.is_empty(), "no fonts installed: text can't be drawn");
-        let image = render(&parsed(&source), 100, 40).unwrap().to_rgba8();
+        let image = render(&parsed(&source), 100, 40, f64::INFINITY)
+            .unwrap()
+            .to_rgba8();
         let inked = image.pixels().filter(|p| p.0[3] > 128).count();
         assert!(inked > 30, "{inked} pixels drawn");
         assert!(
@@ -494,7 +588,7 @@ mod tests {
             r#"width="4" height="4""#,
             &format!(r#"<image href="{}" width="4" height="4"/>"#, path.display()),
         );
-        let image = render(&parsed(&source), 4, 4).unwrap();
+        let image = render(&parsed(&source), 4, 4, f64::INFINITY).unwrap();
         assert_eq!(pixel(&image, 2, 2), [0, 0, 0, 0]);
         assert!(
             !String::from_utf8(sanitise(&source).unwrap())
@@ -526,7 +620,7 @@ mod tests {
                 data_url("image/png", &png)
             ),
         );
-        let image = render(&parsed(&source), 4, 4).unwrap();
+        let image = render(&parsed(&source), 4, 4, f64::INFINITY).unwrap();
         assert_eq!(pixel(&image, 2, 2), [0, 255, 0, 255]);
 
         const BOMB: &str = "89504e470d0a1a0a0000000d49484452000186a0000186a0080200000027309c9f0000000b49444154789c6360800100000a00017f80745e0000000049454e44ae426082";
@@ -541,7 +635,7 @@ mod tests {
                 data_url("image/png", &bomb)
             ),
         );
-        let image = render(&parsed(&source), 4, 4).unwrap();
+        let image = render(&parsed(&source), 4, 4, f64::INFINITY).unwrap();
         assert_eq!(pixel(&image, 2, 2), [0, 0, 0, 0]);
         assert!(!embedded_image_fits(&bomb));
         assert!(embedded_image_fits(&png));
@@ -619,7 +713,11 @@ mod tests {
             r#"width="2" height="2""#,
             r#"<rect width="2" height="2" fill="rgb(200,100,50)" fill-opacity="0.5"/>"#,
         );
-        let [r, g, b, a] = pixel(&render(&parsed(&source), 2, 2).unwrap(), 1, 1);
+        let [r, g, b, a] = pixel(
+            &render(&parsed(&source), 2, 2, f64::INFINITY).unwrap(),
+            1,
+            1,
+        );
         assert!((i32::from(a) - 128).abs() <= 1, "{a}");
         for (got, want) in [(r, 200), (g, 100), (b, 50)] {
             assert!((i32::from(got) - want).abs() <= 2, "{r},{g},{b}");

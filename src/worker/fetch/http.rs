@@ -17,7 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::address::{self, Denied, DnsPool, VettingResolver};
 use super::allowed::{self, AllowedSource};
-use super::{FetchError, Fetched, append_capped, initial_capacity};
+use super::budget::ByteBudget;
+use super::{FetchError, Fetched};
 use crate::worker::config::{AddressPolicy, FetchConfig};
 
 /// Time allowed to open a TCP connection to a source (the download timeout still applies).
@@ -87,7 +88,7 @@ impl HttpSource {
     ///
     /// # Errors
     /// See [`FetchError`]; the caller applies the download timeout.
-    pub async fn fetch(&self, url: &str) -> Result<Fetched, FetchError> {
+    pub async fn fetch(&self, url: &str, budget: &ByteBudget) -> Result<Fetched, FetchError> {
         let mut url = parse(url)?;
         let mut redirects = 0;
         loop {
@@ -99,7 +100,7 @@ impl HttpSource {
             let response = self.client.request(request).await.map_err(connect_error)?;
             let status = response.status();
             if status == StatusCode::OK {
-                return self.read(response).await;
+                return self.read(response, budget).await;
             }
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 return Err(FetchError::Status(status.as_u16()));
@@ -148,6 +149,7 @@ impl HttpSource {
     async fn read(
         &self,
         response: http::Response<hyper::body::Incoming>,
+        budget: &ByteBudget,
     ) -> Result<Fetched, FetchError> {
         let declared = response
             .headers()
@@ -163,15 +165,15 @@ impl HttpSource {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut body = response.into_body();
-        let mut buf = Vec::with_capacity(initial_capacity(declared, self.max_size));
+        let mut buf = budget.start(declared, self.max_size).await?;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| FetchError::Unreachable(format!("reading body: {e}")))?;
             if let Some(chunk) = frame.data_ref() {
-                append_capped(&mut buf, chunk, self.max_size)?;
+                buf.append(chunk).await?;
             }
         }
         Ok(Fetched {
-            bytes: Bytes::from(buf),
+            bytes: buf.into_bytes(),
             content_type,
         })
     }

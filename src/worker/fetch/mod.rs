@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod allowed;
+pub mod budget;
 pub mod http;
 pub mod local;
 pub mod s3;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use super::config::FetchConfig;
 use super::source::{Scheme, Source};
 use address::Denied;
+use budget::ByteBudget;
 
 /// A downloaded source image.
 #[derive(Debug, Clone)]
@@ -51,6 +53,10 @@ pub enum FetchError {
     Timeout(Duration),
     #[error("source is larger than {0} bytes (IMGPROXY_MAX_SRC_FILE_SIZE)")]
     TooBig(u64),
+    #[error(
+        "source is larger than the {0} bytes all sources may hold at once (IMGPROXY_MAX_SOURCE_BYTES_IN_FLIGHT)"
+    )]
+    OverBudget(u64),
 }
 
 impl FetchError {
@@ -60,7 +66,7 @@ impl FetchError {
         match self {
             FetchError::Status(s) if *s >= 500 => 500,
             FetchError::Timeout(_) => 504,
-            FetchError::TooBig(_) => 422,
+            FetchError::TooBig(_) | FetchError::OverBudget(_) => 422,
             _ => 404,
         }
     }
@@ -69,7 +75,7 @@ impl FetchError {
     pub fn public_message(&self) -> &'static str {
         match self {
             FetchError::NotAllowed(_) | FetchError::AddressDenied(_) => "Invalid source URL",
-            FetchError::TooBig(_) => "Invalid source image",
+            FetchError::TooBig(_) | FetchError::OverBudget(_) => "Invalid source image",
             _ => "Source image is unreachable",
         }
     }
@@ -83,6 +89,8 @@ pub struct Fetcher {
     allowed_sources: Vec<allowed::AllowedSource>,
     query_separator: String,
     timeout: Duration,
+    /// `IMGPROXY_MAX_SOURCE_BYTES_IN_FLIGHT`, shared by every download.
+    budget: ByteBudget,
 }
 
 impl Fetcher {
@@ -100,7 +108,13 @@ impl Fetcher {
             allowed_sources: config.allowed_sources.clone(),
             query_separator: config.query_separator.clone(),
             timeout: config.download_timeout,
+            budget: ByteBudget::new(config.max_source_bytes_in_flight),
         }
+    }
+
+    /// The budget every download takes its bytes from (a handle on the same one).
+    pub fn budget(&self) -> ByteBudget {
+        self.budget.clone()
     }
 
     /// Whether `source` passes `IMGPROXY_ALLOWED_SOURCES`.
@@ -115,8 +129,9 @@ impl Fetcher {
         }
     }
 
-    /// Downloads `source` completely, within `IMGPROXY_DOWNLOAD_TIMEOUT` and
-    /// `IMGPROXY_MAX_SRC_FILE_SIZE`.
+    /// Downloads `source` completely, within `IMGPROXY_DOWNLOAD_TIMEOUT`,
+    /// `IMGPROXY_MAX_SRC_FILE_SIZE` and the byte budget ([`budget`]), waiting for room in
+    /// the budget as part of the download.
     ///
     /// # Errors
     /// See [`FetchError`].
@@ -124,16 +139,24 @@ impl Fetcher {
         self.check_allowed(source)?;
         let download = async {
             match source.scheme {
-                Scheme::Http | Scheme::Https => self.http.fetch(&source.url).await,
+                Scheme::Http | Scheme::Https => self.http.fetch(&source.url, &self.budget).await,
                 Scheme::Local => match &self.local {
-                    Some(local) => local.fetch(&source.url).await,
+                    // Read at disk speed with its size known and capped first; its bytes
+                    // then count against the budget like any other source's.
+                    Some(local) => {
+                        let fetched = local.fetch(&source.url).await?;
+                        Ok(Fetched {
+                            bytes: self.budget.hold(fetched.bytes).await?,
+                            ..fetched
+                        })
+                    }
                     None => Err(FetchError::SchemeDisabled(
                         "local://",
                         "IMGPROXY_LOCAL_FILESYSTEM_ROOT is not set",
                     )),
                 },
                 Scheme::S3 => match &self.s3 {
-                    Some(s3) => s3.fetch(&source.url).await,
+                    Some(s3) => s3.fetch(&source.url, &self.budget).await,
                     None => Err(FetchError::SchemeDisabled(
                         "s3://",
                         "IMGPROXY_USE_S3 is off",

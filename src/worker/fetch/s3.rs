@@ -9,9 +9,9 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, SharedCredentialsProvider};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
-use bytes::Bytes;
 
-use super::{FetchError, Fetched, append_capped, initial_capacity};
+use super::budget::ByteBudget;
+use super::{FetchError, Fetched};
 use crate::cache::s3::{CONNECT_TIMEOUT, http_client, tune};
 use crate::config::AddressingStyle;
 use crate::worker::config::{FALLBACK_S3_REGION, FetchConfig, S3SourceConfig};
@@ -81,7 +81,7 @@ impl S3Source {
     /// # Errors
     /// 404-class errors for a bad URL or missing object, [`FetchError::Status`] with the
     /// store's status, [`FetchError::TooBig`] past the cap.
-    pub async fn fetch(&self, url: &str) -> Result<Fetched, FetchError> {
+    pub async fn fetch(&self, url: &str, budget: &ByteBudget) -> Result<Fetched, FetchError> {
         let (bucket, key, version) = split_url(url, &self.query_separator)
             .ok_or_else(|| FetchError::BadUrl(format!("{url}: expected s3://bucket/key")))?;
         let output = self
@@ -99,14 +99,14 @@ impl S3Source {
         }
         let content_type = output.content_type.clone();
         let mut body = output.body;
-        let mut buf = Vec::with_capacity(initial_capacity(declared, self.max_size));
+        let mut buf = budget.start(declared, self.max_size).await?;
         while let Some(chunk) = body.next().await {
             let chunk =
                 chunk.map_err(|e| FetchError::Unreachable(format!("{url}: reading body: {e}")))?;
-            append_capped(&mut buf, &chunk, self.max_size)?;
+            buf.append(&chunk).await?;
         }
         Ok(Fetched {
-            bytes: Bytes::from(buf),
+            bytes: buf.into_bytes(),
             content_type,
         })
     }
