@@ -214,7 +214,7 @@ fn check_resolution(
 /// Refuses a plan whose canvas (extend, padding and frames counted) would pass
 /// `IMGPROXY_MAX_RESULT_DIMENSION` or, in area, `IMGPROXY_MAX_SRC_RESOLUTION`: an enlarged
 /// or padded result is bounded like a source, before any of its pixels exist.
-pub(super) fn check_result_size(
+pub(crate) fn check_result_size(
     plan: &Plan,
     po: &ProcessingOptions,
     frames: usize,
@@ -269,7 +269,7 @@ fn effective_orientation(po: &ProcessingOptions, exif: u8) -> u8 {
 }
 
 /// Orientations 5–8 and quarter-turn rotations swap width and height.
-pub(super) fn oriented_size(
+pub(crate) fn oriented_size(
     width: u32,
     height: u32,
     orientation: u8,
