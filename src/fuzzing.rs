@@ -35,20 +35,62 @@ pub struct Target {
 
 /// Every target, for the corpus replay test; `fuzz/Cargo.toml` has one `[[bin]]` for each.
 pub const TARGETS: &[Target] = &[
-    Target { name: "url", run: url },
-    Target { name: "signature", run: signature },
-    Target { name: "probe", run: probe },
-    Target { name: "decode_jpeg", run: decode_jpeg },
-    Target { name: "decode_png", run: decode_png },
-    Target { name: "decode_gif", run: decode_gif },
-    Target { name: "decode_webp", run: decode_webp },
-    Target { name: "decode_avif", run: decode_avif },
-    Target { name: "decode_tiff", run: decode_tiff },
-    Target { name: "decode_bmp", run: decode_bmp },
-    Target { name: "decode_ico", run: decode_ico },
-    Target { name: "decode_svg", run: decode_svg },
-    Target { name: "cache_key", run: key },
-    Target { name: "cache_policy", run: policy },
+    Target {
+        name: "url",
+        run: url,
+    },
+    Target {
+        name: "signature",
+        run: signature,
+    },
+    Target {
+        name: "probe",
+        run: probe,
+    },
+    Target {
+        name: "decode_jpeg",
+        run: decode_jpeg,
+    },
+    Target {
+        name: "decode_png",
+        run: decode_png,
+    },
+    Target {
+        name: "decode_gif",
+        run: decode_gif,
+    },
+    Target {
+        name: "decode_webp",
+        run: decode_webp,
+    },
+    Target {
+        name: "decode_avif",
+        run: decode_avif,
+    },
+    Target {
+        name: "decode_tiff",
+        run: decode_tiff,
+    },
+    Target {
+        name: "decode_bmp",
+        run: decode_bmp,
+    },
+    Target {
+        name: "decode_ico",
+        run: decode_ico,
+    },
+    Target {
+        name: "decode_svg",
+        run: decode_svg,
+    },
+    Target {
+        name: "cache_key",
+        run: key,
+    },
+    Target {
+        name: "cache_policy",
+        run: policy,
+    },
 ];
 
 /// Source sizes the planner is asked about for every parsed URL: the smallest, a photo, and the
@@ -192,7 +234,9 @@ pub fn key(data: &[u8]) {
     };
     for prefix in ["", "thumbs/"] {
         let key = cache_key(prefix, uri.path());
-        let hash = key.strip_prefix(prefix).expect("the key starts with the prefix");
+        let hash = key
+            .strip_prefix(prefix)
+            .expect("the key starts with the prefix");
         assert!(
             hash.len() == 32 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
             "key {key:?} is not prefix + 32 hex digits"
@@ -227,16 +271,26 @@ pub fn policy(data: &[u8]) {
             continue;
         };
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
         {
             headers.append(name, value);
         }
     }
-    let verdict = policy::decide(&method, ranged, status, &headers, DEFAULT_MAX_CACHEABLE_BYTES);
+    let verdict = policy::decide(
+        &method,
+        ranged,
+        status,
+        &headers,
+        DEFAULT_MAX_CACHEABLE_BYTES,
+    );
     if let policy::Cacheable::Yes {
         expected_len: Some(len),
     } = verdict
     {
-        assert!(len <= DEFAULT_MAX_CACHEABLE_BYTES, "stored a {len}-byte response");
+        assert!(
+            len <= DEFAULT_MAX_CACHEABLE_BYTES,
+            "stored a {len}-byte response"
+        );
     }
 }
