@@ -19,10 +19,14 @@
 //! - [`url_builder`]: signed imgproxy URLs and cached URLs, for `imgproxy-cache url`.
 //! - [`worker`]: the bundled imgproxy-compatible worker: URLs, signatures, fetching and the
 //!   image engine.
+//! - `fuzzing` (hidden): what each fuzz target in `fuzz/` does with its input, shared with
+//!   the corpus replay test.
 
 pub mod body;
 pub mod cache;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod proxy;
 pub mod telemetry;

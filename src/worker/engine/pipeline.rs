@@ -236,7 +236,7 @@ fn check_resolution(
 ///
 /// All sums and products are done in `u64`/`f64` from `u32` parts: none can wrap (a padding
 /// of `u32::MAX` on both sides once summed to 0 in `u32`).
-pub(super) fn check_result_size(
+pub(crate) fn check_result_size(
     plan: &Plan,
     po: &ProcessingOptions,
     frames: usize,
@@ -308,7 +308,7 @@ fn effective_orientation(po: &ProcessingOptions, exif: u8) -> u8 {
 }
 
 /// Orientations 5–8 and quarter-turn rotations swap width and height.
-pub(super) fn oriented_size(
+pub(crate) fn oriented_size(
     width: u32,
     height: u32,
     orientation: u8,

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `imgproxy_cache::fuzzing::decode_bmp`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| imgproxy_cache::fuzzing::decode_bmp(data));
