@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::worker::{Worker, loopback_ok, worker_config};
 use common::{get, request};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::channel::Channel;
@@ -25,13 +26,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use imgproxy_cache::body::{Body, BoxError};
-use imgproxy_cache::worker::config::WorkerConfig;
 use imgproxy_cache::worker::fetch::Fetcher;
 use imgproxy_cache::worker::fetch::s3::S3Source;
 use imgproxy_cache::worker::signature::Signer;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// A valid 2×2 RGB PNG.
 const PNG: &[u8] = &hex::<73>(
@@ -214,75 +212,6 @@ async fn answer(
 }
 
 // ===== the worker =====
-
-struct Worker {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-fn worker_config(vars: &[(&str, &str)]) -> WorkerConfig {
-    let mut all = vec![("IMGPROXY_GRACEFUL_STOP_TIMEOUT", "5")];
-    all.extend_from_slice(vars);
-    WorkerConfig::from_iter(all.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
-}
-
-/// A config in which the loopback source server may be downloaded from.
-fn loopback_ok(vars: &[(&str, &str)]) -> WorkerConfig {
-    let mut all = vec![("IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES", "true")];
-    all.extend_from_slice(vars);
-    worker_config(&all)
-}
-
-impl Worker {
-    async fn start(config: WorkerConfig) -> Worker {
-        let fetcher = Fetcher::new(&config.fetch, None);
-        Worker::start_with(config, fetcher).await
-    }
-
-    async fn start_with(config: WorkerConfig, fetcher: Fetcher) -> Worker {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(imgproxy_cache::worker::server::run_with(
-            listener,
-            config,
-            fetcher,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Worker {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// `GET /unsafe/<options>/plain/<source>`.
-    async fn get_plain(&self, options: &str, source: &str) -> (StatusCode, HeaderMap, Bytes) {
-        let options = if options.is_empty() {
-            String::new()
-        } else {
-            format!("{options}/")
-        };
-        get(&self.url(&format!("/unsafe/{options}plain/{source}"))).await
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the worker stops within its graceful stop timeout")
-            .unwrap();
-    }
-}
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
     headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")

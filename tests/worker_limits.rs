@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::get;
-use common::worker::{Sources, Worker, worker_config};
+use common::worker::{Sources, Worker, loopback_ok};
 use http::StatusCode;
 
 // ===== fixtures =====
@@ -178,7 +178,7 @@ fn shift_item_locations(iloc: &mut [u8], delta: u64) {
 #[tokio::test]
 async fn geometry_bombs_are_refused_before_allocating() {
     let sources = Sources::start(vec![("a.png", png(2, 2))], vec![]).await;
-    let worker = Worker::start(worker_config(&[])).await;
+    let worker = Worker::start(loopback_ok(&[])).await;
     let source = sources.url("a.png");
     for options in [
         "rs:fit:1:1/pd:4294967295:4294967295:0:0",
@@ -190,7 +190,7 @@ async fn geometry_bombs_are_refused_before_allocating() {
         "ex:1:ce:1e300:0/rs:fit:10:10",
     ] {
         let started = Instant::now();
-        let (status, _, body) = get(&worker.url(options, &format!("{source}@png"))).await;
+        let (status, _, body) = get(&worker.plain_url(options, &format!("{source}@png"))).await;
         assert!(
             status.is_client_error(),
             "{options}: {status} {}",
@@ -199,7 +199,7 @@ async fn geometry_bombs_are_refused_before_allocating() {
         assert!(started.elapsed() < Duration::from_secs(2), "{options}");
     }
     // Sizes within the limits still work.
-    let (status, _, _) = get(&worker.url("pd:10/rs:fill:300:200:1", &source)).await;
+    let (status, _, _) = get(&worker.plain_url("pd:10/rs:fill:300:200:1", &source)).await;
     assert_eq!(status, StatusCode::OK);
     worker.shutdown().await;
 }
@@ -213,13 +213,13 @@ async fn geometry_bombs_are_refused_before_allocating() {
 async fn avif_decoy_size_does_not_pass_the_limit() {
     let sources = Sources::start(vec![("decoy.avif", decoy_avif(64, 64))], vec![]).await;
     let source = format!("{}@png", sources.url("decoy.avif"));
-    let worker = Worker::start(worker_config(&[("IMGPROXY_MAX_SRC_RESOLUTION", "0.001")])).await;
-    let (status, _, body) = get(&worker.url("rs:fit:32:32", &source)).await;
+    let worker = Worker::start(loopback_ok(&[("IMGPROXY_MAX_SRC_RESOLUTION", "0.001")])).await;
+    let (status, _, body) = get(&worker.plain_url("rs:fit:32:32", &source)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body:?}");
     worker.shutdown().await;
 
-    let worker = Worker::start(worker_config(&[])).await;
-    let (status, _, body) = get(&worker.url("rs:fit:32:32", &source)).await;
+    let worker = Worker::start(loopback_ok(&[])).await;
+    let (status, _, body) = get(&worker.plain_url("rs:fit:32:32", &source)).await;
     assert_eq!(status, StatusCode::OK);
     let image = image::load_from_memory(&body).unwrap();
     assert_eq!((image.width(), image.height()), (32, 32));
@@ -244,7 +244,7 @@ async fn cpu_bombs_leave_room_for_normal_requests() {
         vec![],
     )
     .await;
-    let worker = Worker::start(worker_config(&[
+    let worker = Worker::start(loopback_ok(&[
         ("IMGPROXY_CONCURRENCY", "2"),
         ("IMGPROXY_TIMEOUT", &TIMEOUT.to_string()),
     ]))
@@ -253,7 +253,7 @@ async fn cpu_bombs_leave_room_for_normal_requests() {
         .into_iter()
         .map(|name| {
             // At its own size: a thumbnail would render the filter small and cheap.
-            let url = worker.url("q:80", &format!("{}@png", sources.url(name)));
+            let url = worker.plain_url("q:80", &format!("{}@png", sources.url(name)));
             tokio::spawn(async move { (name, get(&url).await.0) })
         })
         .collect();
@@ -264,7 +264,7 @@ async fn cpu_bombs_leave_room_for_normal_requests() {
     let started = Instant::now();
     let normal = tokio::time::timeout(
         Duration::from_secs(TIMEOUT + 1),
-        get(&worker.url("rs:fit:30:20", &sources.url("ok.png"))),
+        get(&worker.plain_url("rs:fit:30:20", &sources.url("ok.png"))),
     )
     .await
     .expect("the normal request is answered within IMGPROXY_TIMEOUT + 1 s");
@@ -290,7 +290,7 @@ async fn downloads_share_one_byte_budget() {
         vec![("slow.bin", 32 * MIB), ("big.bin", 64 * MIB)],
     )
     .await;
-    let config = worker_config(&[
+    let config = loopback_ok(&[
         (
             "IMGPROXY_MAX_SOURCE_BYTES_IN_FLIGHT",
             &(48 * MIB).to_string(),
@@ -300,13 +300,13 @@ async fn downloads_share_one_byte_budget() {
     ]);
     let worker = Worker::start(config).await;
 
-    let slow_url = worker.url("rs:fit:10:10", &sources.url("held/slow.bin"));
+    let slow_url = worker.plain_url("rs:fit:10:10", &sources.url("held/slow.bin"));
     let slow = tokio::spawn(async move { get(&slow_url).await.0 });
     // All but its last byte handed over: more than any socket buffers hold, so the worker
     // has started reading it, and so has reserved its bytes.
     sources.almost_sent().await;
 
-    let fast_url = worker.url("rs:fit:10:10", &sources.url("fast.bin"));
+    let fast_url = worker.plain_url("rs:fit:10:10", &sources.url("fast.bin"));
     let mut fast = tokio::spawn(async move { get(&fast_url).await.0 });
     assert!(
         tokio::time::timeout(Duration::from_secs(1), &mut fast)
@@ -321,7 +321,8 @@ async fn downloads_share_one_byte_budget() {
     assert_eq!(fast.await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY);
 
     let started = Instant::now();
-    let (status, _, body) = get(&worker.url("rs:fit:10:10", &sources.url("held/big.bin"))).await;
+    let (status, _, body) =
+        get(&worker.plain_url("rs:fit:10:10", &sources.url("held/big.bin"))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     worker.shutdown().await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::get;
-use common::worker::{Sources, Worker, worker_config};
+use common::worker::{Sources, Worker, loopback_ok};
 
 /// The ceiling for the worker's peak RSS while the bombs run.
 const PEAK_LIMIT_KIB: u64 = 300 * 1024;
@@ -39,11 +39,11 @@ async fn geometry_bombs_keep_peak_memory_bounded() {
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .unwrap();
     let sources = Sources::start(vec![("a.png", Bytes::from(png))], vec![]).await;
-    let worker = Worker::start(worker_config(&[])).await;
+    let worker = Worker::start(loopback_ok(&[])).await;
     let source = format!("{}@png", sources.url("a.png"));
     // Warm up: the first request builds what every later one reuses.
     assert!(
-        get(&worker.url("rs:fit:10:10", &source))
+        get(&worker.plain_url("rs:fit:10:10", &source))
             .await
             .0
             .is_success()
@@ -58,7 +58,7 @@ async fn geometry_bombs_keep_peak_memory_bounded() {
         "rs:fit:1:1/mw:50000",
     ] {
         let started = Instant::now();
-        let (status, _, _) = get(&worker.url(options, &source)).await;
+        let (status, _, _) = get(&worker.plain_url(options, &source)).await;
         assert!(status.is_client_error(), "{options}: {status}");
         assert!(started.elapsed() < Duration::from_secs(1), "{options}");
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::channel::Channel;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -31,15 +31,19 @@ pub struct Worker {
     task: JoinHandle<()>,
 }
 
-/// A worker config from `vars`, with loopback sources allowed (the source server is on
-/// loopback) and a short graceful stop.
+/// A worker config from `vars`, with a short graceful stop; loopback sources stay refused, as
+/// by default.
 pub fn worker_config(vars: &[(&str, &str)]) -> WorkerConfig {
-    let mut all = vec![
-        ("IMGPROXY_GRACEFUL_STOP_TIMEOUT", "5"),
-        ("IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES", "true"),
-    ];
+    let mut all = vec![("IMGPROXY_GRACEFUL_STOP_TIMEOUT", "5")];
     all.extend_from_slice(vars);
     WorkerConfig::from_iter(all.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+}
+
+/// [`worker_config`] in which a loopback source server may be downloaded from.
+pub fn loopback_ok(vars: &[(&str, &str)]) -> WorkerConfig {
+    let mut all = vec![("IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES", "true")];
+    all.extend_from_slice(vars);
+    worker_config(&all)
 }
 
 impl Worker {
@@ -67,9 +71,24 @@ impl Worker {
         }
     }
 
-    /// `http://<worker>/unsafe/<options>/plain/<source>`.
-    pub fn url(&self, options: &str, source: &str) -> String {
-        format!("http://{}/unsafe/{options}/plain/{source}", self.addr)
+    /// `http://<worker><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://<worker>/unsafe/<options>/plain/<source>` (no options segment when empty).
+    pub fn plain_url(&self, options: &str, source: &str) -> String {
+        let options = if options.is_empty() {
+            String::new()
+        } else {
+            format!("{options}/")
+        };
+        self.url(&format!("/unsafe/{options}plain/{source}"))
+    }
+
+    /// `GET` [`Worker::plain_url`].
+    pub async fn get_plain(&self, options: &str, source: &str) -> (StatusCode, HeaderMap, Bytes) {
+        super::get(&self.plain_url(options, source)).await
     }
 
     pub async fn shutdown(mut self) {
