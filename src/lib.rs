@@ -27,7 +27,6 @@ pub mod cache;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod metrics;
 pub mod proxy;
 pub mod telemetry;
 pub mod url_builder;

@@ -50,7 +50,7 @@ pub enum Cacheable {
 }
 
 /// Why a response is not stored. The label goes into the log line and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NotCacheable {
     /// Only GET results are images; HEAD has no body to store.
     Method,

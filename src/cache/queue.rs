@@ -13,20 +13,19 @@
 //! (HEAD, or a conditional PUT).
 
 use std::collections::HashSet;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lru::LruCache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::known::KnownKeys;
+use super::metrics::{CacheMetrics, Outcome};
 use super::store::{Object, Store};
 use super::upload::{UploadOutcome, upload};
 use crate::config::UploadConfig;
-use crate::metrics::Metrics;
 
 /// What [`UploadQueue::offer`] did with a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +55,14 @@ pub enum DropReason {
 }
 
 impl Offer {
-    pub fn label(self) -> &'static str {
+    /// The metric label, for results that did not go into the queue.
+    pub fn outcome(self) -> Option<Outcome> {
         match self {
-            Offer::Queued => "queued",
-            Offer::Skipped(Skip::Known) => "skipped_known",
-            Offer::Skipped(Skip::InFlight) => "skipped_in_flight",
-            Offer::Dropped(DropReason::Closed) => "dropped_shutdown",
-            Offer::Dropped(_) => "dropped_full",
+            Offer::Queued => None,
+            Offer::Skipped(Skip::Known) => Some(Outcome::SkippedKnown),
+            Offer::Skipped(Skip::InFlight) => Some(Outcome::SkippedInFlight),
+            Offer::Dropped(DropReason::Closed) => Some(Outcome::DroppedShutdown),
+            Offer::Dropped(_) => Some(Outcome::DroppedFull),
         }
     }
 }
@@ -85,10 +85,9 @@ pub struct UploadQueue {
 struct Shared {
     store: Arc<dyn Store>,
     config: UploadConfig,
-    metrics: Arc<Metrics>,
+    metrics: Arc<CacheMetrics>,
     in_flight: Mutex<HashSet<String>>,
-    /// `None` when `KNOWN_KEYS_CAPACITY` is 0.
-    known: Option<Mutex<LruCache<String, ()>>>,
+    known: Arc<KnownKeys>,
     /// Jobs accepted and not yet finished; what a timed-out drain reports.
     pending: AtomicUsize,
     /// The hint for a permanent error is logged once, not once per upload.
@@ -223,15 +222,14 @@ impl UploadQueue {
     pub fn start(
         store: Arc<dyn Store>,
         config: UploadConfig,
-        metrics: Arc<Metrics>,
+        known: Arc<KnownKeys>,
+        metrics: Arc<CacheMetrics>,
     ) -> (UploadQueue, Uploader) {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let nice = config.nice;
         let permits = usize::try_from(config.queue_max_bytes)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
-        let known =
-            NonZeroUsize::new(config.known_keys_capacity).map(|n| Mutex::new(LruCache::new(n)));
         let shared = Arc::new(Shared {
             store,
             metrics,
@@ -283,7 +281,7 @@ impl UploadQueue {
     /// What becomes of the result instead, when it is not to be copied: already stored, being
     /// copied or uploaded by another request, or no room (the body then streams uncopied).
     pub fn reserve(&self, key: &str, len: Option<u64>) -> Result<Reservation, Offer> {
-        if self.is_known(key) {
+        if self.shared.known.contains(key) {
             return Err(Offer::Skipped(Skip::Known));
         }
         if self.tx.capacity() == 0 {
@@ -319,7 +317,7 @@ impl UploadQueue {
     /// Hands a complete result, copied under `reservation`, to the background. Never waits.
     pub fn offer(&self, mut reservation: Reservation, object: Object) -> Offer {
         let key = reservation.key.clone();
-        let offer = if self.is_known(&key) {
+        let offer = if self.shared.known.contains(&key) {
             Offer::Skipped(Skip::Known)
         } else if !reservation.hold(object.body.len()) {
             Offer::Dropped(DropReason::Bytes)
@@ -344,14 +342,16 @@ impl UploadQueue {
 
     /// Counts (and for drops, logs at most once per interval) what became of a result.
     pub fn record(&self, key: &str, offer: Offer) {
+        let Some(outcome) = offer.outcome() else {
+            return;
+        };
+        self.shared.metrics.upload(outcome);
         match offer {
             Offer::Queued => {}
             Offer::Skipped(_) => {
-                self.shared.metrics.upload(offer.label());
-                tracing::debug!(%key, outcome = offer.label(), "upload skipped");
+                tracing::debug!(%key, outcome = outcome.as_str(), "upload skipped");
             }
             Offer::Dropped(why) => {
-                self.shared.metrics.upload(offer.label());
                 // Under a backlog drops come by the thousand per second: one line per
                 // interval with the count, not one per result (the metric counts each).
                 let dropped = self.shared.drops_unlogged.fetch_add(1, Ordering::Relaxed) + 1;
@@ -363,15 +363,6 @@ impl UploadQueue {
                 }
             }
         }
-    }
-
-    fn is_known(&self, key: &str) -> bool {
-        self.shared.known.as_ref().is_some_and(|known| {
-            known
-                .lock()
-                .expect("no code panics while holding this lock")
-                .contains(key)
-        })
     }
 
     /// Uploads waiting or running right now.
@@ -443,7 +434,7 @@ async fn dispatch(
         tracker.spawn(async move {
             tokio::select! {
                 () = abort.cancelled() => {
-                    shared.metrics.upload("abandoned");
+                    shared.metrics.upload(Outcome::Abandoned);
                     tracing::warn!(key = %job.key, "upload abandoned at shutdown");
                 }
                 () = run_job(&shared, &job) => {}
@@ -470,13 +461,8 @@ async fn run_job(shared: &Shared, job: &Job) {
     match &outcome {
         UploadOutcome::Stored { attempts } | UploadOutcome::Exists { attempts } => {
             // Remember before the ticket releases the key, so no repeat slips in between.
-            if let Some(known) = &shared.known {
-                known
-                    .lock()
-                    .expect("no code panics while holding this lock")
-                    .put(key.clone(), ());
-            }
-            tracing::info!(%key, bytes, attempts, duration_ms, outcome = outcome.label(), "upload");
+            shared.known.remember(key);
+            tracing::info!(%key, bytes, attempts, duration_ms, outcome = outcome.label().as_str(), "upload");
         }
         UploadOutcome::Failed { attempts, error } => match error.hint {
             Some(hint) if !shared.hinted.swap(true, Ordering::Relaxed) => {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
+use super::metrics::{CacheMetrics, Outcome};
 use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
 use crate::config::{DedupMode, UploadConfig};
-use crate::metrics::Metrics;
 
 /// What became of one upload. `attempts` counts every store call, HEADs included.
 #[derive(Debug)]
@@ -27,11 +27,11 @@ pub enum UploadOutcome {
 }
 
 impl UploadOutcome {
-    pub fn label(&self) -> &'static str {
+    pub fn label(&self) -> Outcome {
         match self {
-            UploadOutcome::Stored { .. } => "stored",
-            UploadOutcome::Exists { .. } => "skipped_exists",
-            UploadOutcome::Failed { .. } => "failed",
+            UploadOutcome::Stored { .. } => Outcome::Stored,
+            UploadOutcome::Exists { .. } => Outcome::SkippedExists,
+            UploadOutcome::Failed { .. } => Outcome::Failed,
         }
     }
 }
@@ -42,7 +42,7 @@ pub async fn upload(
     key: &str,
     object: &Object,
     config: &UploadConfig,
-    metrics: &Metrics,
+    metrics: &CacheMetrics,
 ) -> UploadOutcome {
     let attempts = AtomicU32::new(0);
     let result = async {
@@ -71,7 +71,7 @@ pub async fn upload(
 /// backoff and jitter until `max_attempts` calls were made.
 async fn retrying<T, F, Fut>(
     config: &UploadConfig,
-    metrics: &Metrics,
+    metrics: &CacheMetrics,
     attempts: &AtomicU32,
     mut call: F,
 ) -> Result<T, StoreError>

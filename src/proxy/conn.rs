@@ -30,8 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
+use super::metrics::{CloseReason, Metrics};
 use crate::config::ClientTimeouts;
-use crate::metrics::Metrics;
 
 /// The connections waiting for a request, oldest first.
 pub struct IdlePool {
@@ -184,7 +184,7 @@ impl Tracker {
     pub fn give_up_place(&self) -> bool {
         let waiting = matches!(*self.phase(), Phase::New { .. } | Phase::Idle { .. });
         if waiting {
-            self.metrics.client_closed("evicted");
+            self.metrics.client_closed(CloseReason::Evicted);
         }
         waiting
     }
@@ -226,11 +226,13 @@ impl<T> ClientIo<T> {
         match limit {
             // The end of an idle keep-alive connection is an orderly close, not an error.
             ReadLimit::KeepAlive => {
-                self.tracker.metrics.client_closed("idle_timeout");
+                self.tracker.metrics.client_closed(CloseReason::IdleTimeout);
                 Poll::Ready(Ok(()))
             }
             ReadLimit::Header => {
-                self.tracker.metrics.client_closed("header_timeout");
+                self.tracker
+                    .metrics
+                    .client_closed(CloseReason::HeaderTimeout);
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -254,7 +256,9 @@ impl<T> ClientIo<T> {
             .as_mut()
             .expect("a stalled write has its timer");
         ready!(timer.as_mut().poll(cx));
-        self.tracker.metrics.client_closed("write_timeout");
+        self.tracker
+            .metrics
+            .client_closed(CloseReason::WriteTimeout);
         Poll::Ready(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(

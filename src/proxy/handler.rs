@@ -1,9 +1,8 @@
-//! One request: forward it, stream the answer back, and copy what may be stored.
+//! One request: ask the cache, forward what it can't answer, stream the answer back.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RANGE};
@@ -13,61 +12,49 @@ use hyper::body::Incoming;
 
 use super::headers::{forwarded_for, strip_hop_by_hop};
 use super::internal;
-use super::tee::{ProxyBody, Tee, not_stored};
+use super::metrics::{Metrics, StatusLabel};
+use super::relay::ProxyBody;
 use super::upstream::{Upstream, UpstreamError};
 use crate::body::{Body, full};
-use crate::cache::policy::{self, Cacheable, NotCacheable};
-use crate::cache::queue::UploadQueue;
-use crate::cache::{Store, cache_key};
+use crate::cache::{Cache, Lookup};
 use crate::config::Config;
-use crate::metrics::{Metrics, StatusLabel};
 
-/// What every request needs, built once.
+/// What a serving thread answers requests with: the process-wide part, and an upstream
+/// connection pool of the thread's own.
 pub struct State {
-    pub config: Config,
+    pub shared: Arc<Shared>,
     pub upstream: Upstream,
-    pub queue: Arc<UploadQueue>,
-    pub store: Arc<dyn Store>,
-    pub metrics: Arc<Metrics>,
-    /// Advice on a reason that may mean nothing gets stored is logged once per reason
-    /// (across serving threads); the metric counts every case.
-    hinted: Arc<Hinted>,
 }
 
-#[derive(Default)]
-struct Hinted {
-    vary: AtomicBool,
-    short_lived: AtomicBool,
+/// What every serving thread shares, built once.
+pub struct Shared {
+    pub config: Config,
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl State {
-    pub fn new(
-        config: Config,
-        queue: Arc<UploadQueue>,
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-    ) -> State {
-        let upstream = Upstream::new(config.upstream.clone(), config.upstream_timeout);
-        State {
+    pub fn new(config: Config, cache: Arc<Cache>, metrics: Arc<Metrics>) -> State {
+        let shared = Shared {
             config,
-            upstream,
-            queue,
-            store,
+            cache,
             metrics,
-            hinted: Arc::default(),
-        }
+        };
+        State::with_pool(Arc::new(shared))
     }
 
-    /// The same state with an upstream connection pool of its own, for one serving thread.
+    /// The same shared state with an upstream connection pool of its own, for one serving
+    /// thread.
     pub fn for_thread(&self) -> State {
-        State {
-            config: self.config.clone(),
-            upstream: Upstream::new(self.config.upstream.clone(), self.config.upstream_timeout),
-            queue: self.queue.clone(),
-            store: self.store.clone(),
-            metrics: self.metrics.clone(),
-            hinted: self.hinted.clone(),
-        }
+        State::with_pool(self.shared.clone())
+    }
+
+    fn with_pool(shared: Arc<Shared>) -> State {
+        let upstream = Upstream::new(
+            shared.config.upstream.clone(),
+            shared.config.upstream_timeout,
+        );
+        State { shared, upstream }
     }
 }
 
@@ -82,6 +69,7 @@ pub async fn handle(
     }
     let response = forward(request, &state, client).await;
     state
+        .shared
         .metrics
         .requests
         .get_or_create(&StatusLabel {
@@ -96,19 +84,21 @@ async fn forward(
     state: &State,
     client: SocketAddr,
 ) -> Response<Body> {
-    let method = request.method().clone();
+    let shared = &state.shared;
     let ranged = request.headers().contains_key(RANGE);
-    let key = cache_key(&state.config.key_prefix, request.uri().path());
+    let Lookup::Miss(miss) = shared
+        .cache
+        .lookup(request.method(), request.uri().path(), ranged);
     strip_hop_by_hop(request.headers_mut());
     forwarded_for(
         request.headers_mut(),
         client.ip(),
-        &state.config.trusted_proxies,
+        &shared.config.trusted_proxies,
     );
 
     let started = Instant::now();
     let upstream = state.upstream.forward(request).await;
-    state
+    shared
         .metrics
         .upstream_latency
         .observe(started.elapsed().as_secs_f64());
@@ -125,74 +115,11 @@ async fn forward(
     };
 
     let (mut parts, body) = response.into_parts();
-    // Decided before the hop-by-hop headers go: the body's framing is one of them.
-    let verdict = policy::decide(
-        &method,
-        ranged,
-        parts.status,
-        &parts.headers,
-        &state.config.store,
-        SystemTime::now(),
-    );
+    let verdict = miss.decide(parts.status, &parts.headers, SystemTime::now());
     strip_hop_by_hop(&mut parts.headers);
-    let tee = match verdict {
-        Cacheable::Yes { expected_len } => match state.queue.reserve(&key, expected_len) {
-            // Stored already, being copied or uploaded by another request, or no room to
-            // hold it: stream without copying.
-            Err(early) => {
-                state.queue.record(&key, early);
-                None
-            }
-            Ok(reservation) => Some(Tee::new(
-                key,
-                header_string(&parts.headers, &CONTENT_TYPE).unwrap_or_default(),
-                header_string(&parts.headers, &CACHE_CONTROL),
-                expected_len,
-                state.config.store.max_bytes,
-                reservation,
-                state.queue.clone(),
-                state.metrics.clone(),
-            )),
-        },
-        Cacheable::No(reason) => {
-            refused(state, &key, reason);
-            None
-        }
-    };
-    let body = ProxyBody::new(body, state.config.upstream_timeout, tee);
+    let fill = verdict.fill(&parts.headers);
+    let body = ProxyBody::new(body, shared.config.upstream_timeout, fill);
     Response::from_parts(parts, body.boxed())
-}
-
-fn refused(state: &State, key: &str, reason: NotCacheable) {
-    if reason == NotCacheable::Vary {
-        state.metrics.upload("skipped_vary");
-        if !state.hinted.vary.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                %key,
-                "the upstream answered with `Vary: Accept` (IMGPROXY_AUTO_WEBP/AVIF or \
-                 ENFORCE_*): such results are never stored; put the format in the URL \
-                 (`@webp`, `.avif`, `f:webp`) to make them cacheable"
-            );
-        }
-    }
-    if reason == NotCacheable::ShortLived && !state.hinted.short_lived.swap(true, Ordering::Relaxed)
-    {
-        tracing::warn!(
-            %key,
-            min_secs = state.config.store.min_max_age.as_secs(),
-            "a result allowed to live less than MIN_STORE_MAX_AGE_SECS was not stored (an \
-             `expires` URL, or a short IMGPROXY_TTL); lower the setting if short-lived \
-             results may stay in the bucket for good"
-        );
-    }
-    not_stored(&state.metrics, key, reason);
-}
-
-fn header_string(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// A short text answer of our own (never from the upstream), not to be cached anywhere.

@@ -22,7 +22,7 @@ pub async fn handle<B>(request: &Request<B>, state: &State) -> Response<Body> {
         METRICS_PATH => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.metrics.encode(),
+            state.shared.metrics.encode(),
         ),
         _ => plain(StatusCode::NOT_FOUND, "imgproxy-cache: no such endpoint\n"),
     }
@@ -43,8 +43,8 @@ async fn health(state: &State) -> Response<Body> {
             Ok(()) => "ok".to_owned(),
             Err(e) => e.to_string(),
         },
-        "store": state.store.describe(),
-        "upload_queue": state.queue.pending(),
+        "store": state.shared.cache.describe(),
+        "upload_queue": state.shared.cache.pending(),
     })
     .to_string();
     respond(status, "application/json", body)

@@ -4,7 +4,8 @@ pub mod conn;
 pub mod handler;
 pub mod headers;
 pub mod internal;
-pub mod tee;
+pub mod metrics;
+pub mod relay;
 pub mod threads;
 pub mod upstream;
 
@@ -19,12 +20,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::cache::Store;
-use crate::cache::queue::{DrainReport, UploadQueue};
+use crate::cache::queue::DrainReport;
+use crate::cache::{Cache, Store};
 use crate::config::Config;
-use crate::metrics::Metrics;
 use conn::{Answered, ClientIo, IdlePool, Tracker};
 use handler::State;
+use metrics::Metrics;
 use threads::ServeThreads;
 
 /// Most a client connection buffers: the largest request head it accepts, and the response
@@ -49,13 +50,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> DrainReport {
     let metrics = Arc::new(Metrics::new());
-    let (queue, uploader) =
-        UploadQueue::start(store.clone(), config.upload.clone(), metrics.clone());
+    let (cache, uploader) = Cache::start(
+        store,
+        config.key_prefix.clone(),
+        config.store,
+        config.upload.clone(),
+        metrics.cache.clone(),
+    );
     let shutdown_timeout = config.shutdown_timeout;
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let idle = Arc::new(IdlePool::new(config.max_connections));
     let timeouts = config.client;
-    let state = State::new(config, Arc::new(queue), store, metrics.clone());
+    let state = State::new(config, cache, metrics.clone());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut threads = ServeThreads::start(cores, state);
 
