@@ -1,5 +1,6 @@
 //! Headless Chromium through chromedriver's WebDriver protocol (plain JSON over HTTP on
-//! loopback), with the flags DESIGN.md lists and a fresh profile per session.
+//! loopback): headless, with background networking, updates, sync and QUIC off, and a fresh
+//! profile per session.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Real servers on 127.0.0.1:0 for the integration tests: an upstream that can misbehave on
 //! purpose, an S3 server (s3s-fs, SigV4) behind a front that can fail or hold requests, and the
-//! proxy itself, started through `proxy::run` exactly as `main` does.
+//! proxy itself: in process through `proxy::run` over a store the test built (`main` also
+//! opens the store from the settings and waits for the upstream's health first), or as the real
+//! binary (`ProxyProcess`) where the whole start-up matters.
 #![allow(dead_code)] // each test binary uses a different part of this kit
 
 pub mod browser;

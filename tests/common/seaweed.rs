@@ -1,5 +1,5 @@
 //! SeaweedFS in its one-process `mini` mode, for the tests that need what s3s-fs lacks: anonymous public reads
-//! for the browser. Started exactly as DESIGN.md says: loopback only, telemetry off. `mini`
+//! for the browser. Started bound to loopback only (`-ip`, `-ip.bind`) with telemetry off. `mini`
 //! opens fixed ports besides the S3 one, so a test binary starts one instance and shares it.
 
 use std::path::PathBuf;
