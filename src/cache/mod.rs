@@ -14,16 +14,16 @@
 //! A new tier (memory, disk) is another [`Store`]-like layer that [`Cache::lookup`] asks before
 //! it answers [`Lookup::Miss`].
 
-pub mod fill;
+mod fill;
 pub mod fs;
 pub mod key;
-pub mod known;
+mod known;
 pub mod metrics;
 pub mod policy;
-pub mod queue;
+mod queue;
 pub mod s3;
 pub mod store;
-pub mod upload;
+mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +38,8 @@ pub use key::cache_key;
 use known::KnownKeys;
 use metrics::{CacheMetrics, Outcome};
 use policy::{Cacheable, NotCacheable, Rules};
-use queue::{UploadQueue, Uploader};
+use queue::UploadQueue;
+pub use queue::{DrainReport, Uploader};
 pub use store::{Object, Store};
 
 /// Opens the store the configuration selects: S3 when `S3_BUCKET` is set, else `CACHE_DIR`.

@@ -20,8 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::cache::queue::DrainReport;
-use crate::cache::{Cache, Store};
+use crate::cache::{Cache, DrainReport, Store};
 use crate::config::Config;
 use conn::{Answered, ClientIo, IdlePool, Tracker};
 use handler::State;

@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use imgproxy_cache::body::{Body, BoxError};
 use imgproxy_cache::cache::Store;
-use imgproxy_cache::cache::queue::DrainReport;
+use imgproxy_cache::cache::DrainReport;
 use imgproxy_cache::cache::s3::{S3Store, tune};
 use imgproxy_cache::config::{AddressingStyle, Config};
 use tokio::net::TcpListener;
