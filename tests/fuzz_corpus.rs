@@ -85,3 +85,23 @@ fn every_target_has_seeds_and_a_fuzz_binary() {
         }
     }
 }
+
+/// `scripts/fuzz` builds the fuzz workspace with its own lock file and must not change it
+/// (`cargo metadata --locked`): a dependency added to the product without `fuzz/Cargo.lock`
+/// following stops fuzzing before the first target runs.
+#[test]
+fn the_fuzz_lock_file_follows_the_product() {
+    let manifest = fuzz_dir().join("Cargo.toml");
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "fuzz/Cargo.lock is stale; run `cargo metadata --offline --format-version 1 \
+         --manifest-path fuzz/Cargo.toml` and commit it:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
