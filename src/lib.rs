@@ -22,9 +22,11 @@
 //! - `fuzzing` (hidden): what each fuzz target in `fuzz/` does with its input, shared with
 //!   the corpus replay test.
 
+pub mod aws;
 pub mod body;
 pub mod cache;
 pub mod config;
+pub mod contract;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

@@ -9,7 +9,7 @@ use http::header::{
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{Body, full};
-use crate::cache::policy::SANITIZED_SVG_HEADER;
+use crate::contract::SANITIZED_SVG_HEADER;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Incoming request ids longer than this are replaced, whatever their characters.
