@@ -27,10 +27,14 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod contract;
+#[cfg(feature = "worker")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
 pub mod proxy;
+pub mod server;
+pub mod signature;
 pub mod telemetry;
 pub mod url_builder;
+#[cfg(feature = "worker")]
 pub mod worker;

@@ -40,6 +40,8 @@ pub mod presets;
 pub mod process;
 pub mod respond;
 pub mod server;
-pub mod signature;
 pub mod source;
 pub mod url;
+
+// Signing lives outside the worker so the proxy-only build keeps `imgproxy-cache url`.
+pub use crate::signature;
