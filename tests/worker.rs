@@ -4,6 +4,8 @@
 //! The source server is itself on loopback, which the worker refuses by default: tests that
 //! need a download to succeed set `IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES=true`, SSRF tests
 //! keep the default to prove the refusal.
+// Tests of the bundled worker, or of the binary running it.
+#![cfg(feature = "worker")]
 
 mod common;
 

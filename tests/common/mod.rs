@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod seaweed;
+#[cfg(feature = "worker")]
 pub mod worker;
 
 use std::convert::Infallible;
