@@ -22,6 +22,8 @@
 //! - `fuzzing` (hidden): what each fuzz target in `fuzz/` does with its input, shared with
 //!   the corpus replay test.
 
+#![deny(unsafe_code)]
+
 pub mod aws;
 pub mod body;
 pub mod cache;

@@ -1,6 +1,8 @@
 //! The `imgproxy-cache` command: parse the command line and the environment, set up logging,
 //! bind, and hand over to the library.
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
