@@ -130,12 +130,12 @@ where
                 }
             },
         };
-        let permit = match (waited, &limits.when_full) {
-            (Some(permit), _) => permit,
-            (None, when_full) => match places.clone().try_acquire_owned() {
+        let permit = match waited {
+            Some(permit) => permit,
+            None => match places.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
-                    if let WhenFull::MakeRoom(make_room) = when_full {
+                    if let WhenFull::MakeRoom(make_room) = &limits.when_full {
                         make_room();
                     }
                     // A place frees when the evicted connection closes, or any other ends.

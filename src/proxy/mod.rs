@@ -1,4 +1,5 @@
-//! The proxy server: accept loop, graceful shutdown, and the upload drain that follows it.
+//! The proxy server on the shared server kit ([`crate::server`]): connections go to the
+//! per-core threads with their deadlines, and the upload drain follows the shutdown.
 
 pub mod conn;
 pub mod handler;
