@@ -1,7 +1,8 @@
 # imgproxy-cache in one container: the caching proxy on :8080 and, behind it on 127.0.0.1:8081,
 # either the bundled worker (`imgproxy-cache worker`, the default image) or the real imgproxy
-# (target `with-imgproxy`). supervisord runs both with the same supervisord.conf the end-to-end
-# suite runs; if either process exits, the container stops.
+# (target `with-imgproxy`, whose proxy is built without the worker and its codecs). supervisord
+# runs both with the same supervisord.conf the end-to-end suite runs; if either process exits,
+# the container stops.
 #
 #   docker build -t imgproxy-cache .                                   # proxy + bundled worker
 #   docker build --target with-imgproxy -t imgproxy-cache:imgproxy .   # proxy + real imgproxy
