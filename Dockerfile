@@ -1,7 +1,8 @@
 # imgproxy-cache in one container: the caching proxy on :8080 and, behind it on 127.0.0.1:8081,
 # either the bundled worker (`imgproxy-cache worker`, the default image) or the real imgproxy
-# (target `with-imgproxy`). supervisord runs both with the same supervisord.conf the end-to-end
-# suite runs; if either process exits, the container stops.
+# (target `with-imgproxy`, whose proxy is built without the worker and its codecs). supervisord
+# runs both with the same supervisord.conf the end-to-end suite runs; if either process exits,
+# the container stops.
 #
 #   docker build -t imgproxy-cache .                                   # proxy + bundled worker
 #   docker build --target with-imgproxy -t imgproxy-cache:imgproxy .   # proxy + real imgproxy
@@ -13,8 +14,8 @@
 ARG IMGPROXY_IMAGE=ghcr.io/imgproxy/imgproxy:v3
 
 # ==================================================================================================
-# Build: one release binary. Pinned to the toolchain in Cargo.toml's rust-version.
-FROM rust:1.95-bookworm AS builder
+# Build: release binaries. Pinned to the toolchain in Cargo.toml's rust-version.
+FROM rust:1.95-bookworm AS build-base
 
 # cmake and nasm build the bundled libjpeg-turbo / libaom of the image codecs; pkg-config lets
 # the -sys crates look for system libraries before building their own. (gcc, g++, perl and make
@@ -28,22 +29,33 @@ RUN apt-get update \
 
 WORKDIR /src
 
-# Dependency layer: build every dependency against stub sources, so that a change to src/ only
-# rebuilds our own crate. The layer is reused as long as Cargo.toml and Cargo.lock don't change.
-# (If Cargo.toml ever names a build script, bench or example explicitly, stub or copy it here
-# too.)
+# Dependency layer: the builds below first build every dependency against stub sources, so that
+# a change to src/ only rebuilds our own crate; the layer is reused as long as Cargo.toml and
+# Cargo.lock don't change. Cargo.toml names the example `engine_bench`, so it is stubbed too and
+# stays (if Cargo.toml ever names another build script, bench, test or example, stub it here).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+RUN mkdir src examples \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked --bin imgproxy-cache \
-    && rm -rf src
+    && cp src/main.rs examples/engine_bench.rs \
+    && touch src/lib.rs
 
+# The proxy and the bundled worker: every image codec.
+FROM build-base AS builder
+RUN cargo build --release --locked --bin imgproxy-cache && rm -rf src
 COPY src ./src
 # COPY may keep the files' modification times, which can be older than the stub build's
 # fingerprints; touching them makes cargo rebuild our crate for certain.
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin imgproxy-cache \
+    && cp target/release/imgproxy-cache /usr/local/bin/imgproxy-cache
+
+# The proxy alone (`--no-default-features`: no `worker` subcommand, no codecs to compile), for
+# the with-imgproxy target, where imgproxy itself does the images.
+FROM build-base AS builder-proxy
+RUN cargo build --release --locked --no-default-features --bin imgproxy-cache && rm -rf src
+COPY src ./src
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --no-default-features --bin imgproxy-cache \
     && cp target/release/imgproxy-cache /usr/local/bin/imgproxy-cache
 
 # ==================================================================================================
@@ -72,7 +84,7 @@ RUN apt-get update \
 # listener).
 ENV PATH="/opt/supervisor/bin:${PATH}"
 
-COPY --from=builder /usr/local/bin/imgproxy-cache /usr/local/bin/imgproxy-cache
+COPY --from=builder-proxy /usr/local/bin/imgproxy-cache /usr/local/bin/imgproxy-cache
 COPY supervisord.conf /etc/imgproxy-cache/supervisord.conf
 COPY docker/exit-listener.py /usr/local/lib/imgproxy-cache/exit-listener.py
 COPY docker/entrypoint /usr/local/bin/docker-entrypoint

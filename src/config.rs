@@ -11,7 +11,9 @@ use http::Uri;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::aws::AddressingStyle;
 use crate::cache::policy::{Rules, SvgRule};
+use crate::telemetry::LogFormat;
 
 /// `IMGPROXY_BIND`: where the proxy listens. `:8080` means every interface, as in the Go sidecar.
 pub const DEFAULT_BIND: &str = ":8080";
@@ -255,15 +257,6 @@ pub const SETTINGS: &[Setting] = &[
     ),
 ];
 
-/// How object URLs are formed at the S3 endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressingStyle {
-    /// `https://endpoint/bucket/key`: works with every S3-compatible server.
-    Path,
-    /// `https://bucket.endpoint/key`: what AWS recommends for new buckets.
-    Virtual,
-}
-
 /// How an upload avoids writing an object that is already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DedupMode {
@@ -273,12 +266,6 @@ pub enum DedupMode {
     Conditional,
     /// Always PUT (last writer wins).
     None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// The raw environment, as `envy` reads it (field `foo_bar` is variable `FOO_BAR`).

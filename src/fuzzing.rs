@@ -20,9 +20,9 @@ use crate::cache::{cache_key, policy};
 use crate::config::{
     DEFAULT_MAX_CACHEABLE_BYTES, DEFAULT_MIN_STORE_MAX_AGE_SECS, DEFAULT_STORE_SVG,
 };
+use crate::signature::SignatureVerifier;
 use crate::worker::engine::{self, EngineConfig, Job, geometry, pipeline};
 use crate::worker::options::{Defaults, ImageFormat, ProcessingOptions, ResizingType};
-use crate::worker::signature::SignatureVerifier;
 use crate::worker::url::{ParserConfig, parse_path};
 
 /// A fixed "now" for `expires`, so a run is reproducible.

@@ -1,6 +1,8 @@
 //! The `imgproxy-cache` command: parse the command line and the environment, set up logging,
 //! bind, and hand over to the library.
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -9,7 +11,9 @@ use tokio::net::TcpListener;
 use imgproxy_cache::cache::open_store;
 use imgproxy_cache::config::{Config, SETTINGS, StorageConfig};
 use imgproxy_cache::proxy::{self, upstream::Upstream};
-use imgproxy_cache::{telemetry, url_builder, worker};
+#[cfg(feature = "worker")]
+use imgproxy_cache::worker;
+use imgproxy_cache::{telemetry, url_builder};
 
 /// A cache-on-write proxy for imgproxy: streams every result to the client and stores each
 /// successful one in S3-compatible storage under the MD5 of its path.
@@ -27,6 +31,7 @@ enum Command {
     Proxy,
     /// Run the bundled imgproxy-compatible worker. Settings are imgproxy's `IMGPROXY_*`
     /// variables; see the list below.
+    #[cfg(feature = "worker")]
     Worker,
     /// Print the signed imgproxy URL of an image and its cached (bucket) URL.
     Url(Box<UrlArgs>),
@@ -85,14 +90,16 @@ fn settings_help() -> String {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command()
+    let command = Cli::command()
         .after_help(settings_help())
-        .mut_subcommand("proxy", |c| c.after_help(settings_help()))
-        .mut_subcommand("worker", |c| c.after_help(worker_settings_help()))
-        .get_matches();
+        .mut_subcommand("proxy", |c| c.after_help(settings_help()));
+    #[cfg(feature = "worker")]
+    let command = command.mut_subcommand("worker", |c| c.after_help(worker_settings_help()));
+    let matches = command.get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command.unwrap_or(Command::Proxy) {
         Command::Proxy => run_proxy(),
+        #[cfg(feature = "worker")]
         Command::Worker => run_worker(),
         Command::Url(args) => print_url(args),
     }
@@ -176,12 +183,9 @@ async fn serve(config: Config) -> ExitCode {
         "imgproxy-cache starting; results go to {}{why}",
         store.describe()
     );
-    let listener = match TcpListener::bind(&config.bind).await {
+    let listener = match listen(&config.bind).await {
         Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(error = %e, bind = %config.bind, "cannot listen on IMGPROXY_BIND");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let upstream = Upstream::new(config.upstream.clone(), config.upstream_timeout);
     if let Err(e) = upstream.wait_healthy(config.health_check_timeout).await {
@@ -205,6 +209,7 @@ async fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[cfg(feature = "worker")]
 fn worker_settings_help() -> String {
     let mut text = String::from("Environment (variable, default, imgproxy-compatible, meaning):\n");
     for s in worker::config::SETTINGS {
@@ -219,6 +224,7 @@ fn worker_settings_help() -> String {
     text
 }
 
+#[cfg(feature = "worker")]
 fn run_worker() -> ExitCode {
     let config = match worker::config::WorkerConfig::from_env() {
         Ok(config) => config,
@@ -230,12 +236,9 @@ fn run_worker() -> ExitCode {
     telemetry::init(config.log_format);
     let runtime = runtime();
     runtime.block_on(async {
-        let listener = match TcpListener::bind(&config.bind).await {
+        let listener = match listen(&config.bind).await {
             Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(error = %e, bind = %config.bind, "cannot listen on IMGPROXY_BIND");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -245,6 +248,14 @@ fn run_worker() -> ExitCode {
         );
         worker::server::run(listener, config, shutdown_signal()).await;
         ExitCode::SUCCESS
+    })
+}
+
+/// Binds `IMGPROXY_BIND` (both servers read it), or says why not and how the process ends.
+async fn listen(bind: &str) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind(bind).await.map_err(|e| {
+        tracing::error!(error = %e, %bind, "cannot listen on IMGPROXY_BIND");
+        ExitCode::FAILURE
     })
 }
 

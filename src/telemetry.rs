@@ -4,7 +4,14 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people reading a terminal or `docker logs`.
+    Text,
+    /// One JSON object a line, for log pipelines.
+    Json,
+}
 
 /// Installs the global subscriber. `RUST_LOG` wins; without it, `info`.
 pub fn init(format: LogFormat) {

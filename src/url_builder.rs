@@ -7,7 +7,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::Serialize;
 
 use crate::cache::cache_key;
-use crate::worker::signature::{SignatureConfigError, SignatureVerifier};
+use crate::signature::{SignatureConfigError, SignatureVerifier};
 
 /// The signature segment imgproxy accepts when signing is off.
 pub const UNSIGNED: &str = "insecure";

@@ -2,6 +2,8 @@
 //! supervisord.conf (paths and ports from the environment), which runs the bundled worker and
 //! the proxy; results land in a real SeaweedFS bucket and are read back anonymously over plain
 //! HTTP, as a browser would.
+// Tests of the bundled worker, or of the binary running it.
+#![cfg(feature = "worker")]
 
 mod common;
 

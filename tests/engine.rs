@@ -1,6 +1,8 @@
 //! The processing engine end to end: generated sources in every input format go through
 //! `process`, and the results are decoded again and checked — sizes, pixel colours,
 //! formats — never just "it returned Ok".
+// Tests of the bundled worker, or of the binary running it.
+#![cfg(feature = "worker")]
 
 use std::io::Cursor;
 

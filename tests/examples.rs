@@ -84,7 +84,7 @@ fn every_snippet_matches_the_reference() {
             cache_base_url: None,
         };
         // Our own signer, through the `url` builder's path: sign the path as given.
-        let verifier = imgproxy_cache::worker::signature::SignatureVerifier::from_env(
+        let verifier = imgproxy_cache::signature::SignatureVerifier::from_env(
             KEY,
             SALT,
             settings.signature_size,

@@ -2,6 +2,8 @@
 //! (the seeds) and `fuzz/regressions/<target>/` (each crash the fuzzer found, minimised) goes
 //! through the same `imgproxy_cache::fuzzing` function the libFuzzer target calls. The sanitizer
 //! build is too slow for CI; this keeps the targets' logic compiling and every crash fixed.
+// Tests of the bundled worker, or of the binary running it.
+#![cfg(feature = "worker")]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,8 @@
 //! The source server is itself on loopback, which the worker refuses by default: tests that
 //! need a download to succeed set `IMGPROXY_ALLOW_LOOPBACK_SOURCE_ADDRESSES=true`, SSRF tests
 //! keep the default to prove the refusal.
+// Tests of the bundled worker, or of the binary running it.
+#![cfg(feature = "worker")]
 
 mod common;
 
@@ -1303,7 +1305,7 @@ async fn svg_sources_over_http() {
         assert!(!svg.contains("alert") && !svg.contains("onload"), "{svg}");
         // Marked as sanitised, so the proxy may store it; `raw` is the source as it came, and
         // is not marked.
-        let marker = imgproxy_cache::cache::policy::SANITIZED_SVG_HEADER;
+        let marker = imgproxy_cache::contract::SANITIZED_SVG_HEADER;
         assert_eq!(header(&headers, marker), "1");
         let (status, headers, body) = worker.get_plain("raw:1", "local:///logo.svg").await;
         assert_eq!(status, StatusCode::OK);

@@ -2,6 +2,8 @@
 //! downloading crafted sources from a real loopback server — size arithmetic bombs, an AVIF
 //! with a decoy size, CPU bombs that no timeout can interrupt, and downloads that together
 //! would hold more bytes than the budget.
+// Tests of the bundled worker, or of the binary running it.
+#![cfg(feature = "worker")]
 
 mod common;
 

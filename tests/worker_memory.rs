@@ -3,6 +3,8 @@
 //! so the process's peak resident set (VmHWM in /proc/self/status, reset through
 //! /proc/self/clear_refs just before the requests) is the worker's plus this test's small
 //! client and source server.
+// Tests of the bundled worker, or of the binary running it.
+#![cfg(feature = "worker")]
 
 mod common;
 

@@ -11,9 +11,7 @@ use http::header::{
 };
 use http::{HeaderMap, Method, StatusCode};
 
-/// The header with which the bundled worker marks an SVG result it sanitised itself (scripts,
-/// event handlers and foreign references removed). imgproxy's `raw` results are never marked.
-pub const SANITIZED_SVG_HEADER: &str = "x-imgproxy-cache-sanitized-svg";
+use crate::contract::SANITIZED_SVG_HEADER;
 
 /// What the operator decided about storing; from the `MAX_CACHEABLE_BYTES`,
 /// `MIN_STORE_MAX_AGE_SECS` and `STORE_SVG` settings.

@@ -109,6 +109,7 @@ const DROP_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Lowers the calling thread's CPU priority to `nice` (`UPLOAD_NICE`). Linux keeps a nice
 /// value per thread; elsewhere, or if refused, uploads keep the normal priority.
+#[allow(unsafe_code)] // FFI: see the SAFETY comments inside
 fn lower_thread_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     if nice > 0 {

@@ -6,21 +6,12 @@
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    Region, RequestChecksumCalculation, ResponseChecksumValidation, SharedCredentialsProvider,
-};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_smithy_http_client::tls;
 
 use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
-use crate::config::{AddressingStyle, S3Config};
-
-/// Time allowed to open a connection to the S3 endpoint.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::aws::{self, AssumeRole, ClientSettings, Endpoint, RegionChoice};
+use crate::config::S3Config;
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
@@ -42,71 +33,25 @@ impl S3Store {
         }
     }
 
-    /// Builds a client from the AWS default credential chain (environment, shared files,
-    /// web identity, ECS task role, EC2 instance role), with the role in `S3_ASSUME_ROLE_ARN`
-    /// assumed on top when set.
+    /// Builds a client from the AWS default credential chain, with the role in
+    /// `S3_ASSUME_ROLE_ARN` assumed on top when set.
     pub async fn from_config(config: &S3Config, call_timeout: Duration) -> S3Store {
-        // ring instead of aws-lc: no cmake in the build, same TLS.
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let base = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
-            .region(Region::new(config.region.clone()))
-            .load()
-            .await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&base);
-        if let Some(arn) = &config.assume_role_arn {
-            let mut role = aws_config::sts::AssumeRoleProvider::builder(arn)
-                .session_name("imgproxy-cache")
-                .configure(&base);
-            if let Some(id) = &config.assume_role_external_id {
-                role = role.external_id(id);
-            }
-            builder =
-                builder.credentials_provider(SharedCredentialsProvider::new(role.build().await));
-        }
-        let conf = tune(builder, &config.endpoint, config.style, call_timeout).build();
-        S3Store::new(
-            aws_sdk_s3::Client::from_conf(conf),
-            &config.bucket,
-            &config.endpoint,
-        )
+        let client = aws::client(&ClientSettings {
+            region: RegionChoice::Fixed(&config.region),
+            endpoint: Some(Endpoint {
+                url: &config.endpoint,
+                style: config.style,
+            }),
+            assume_role: config.assume_role_arn.as_deref().map(|arn| AssumeRole {
+                arn,
+                external_id: config.assume_role_external_id.as_deref(),
+                session_name: "imgproxy-cache",
+            }),
+            call_timeout,
+        })
+        .await;
+        S3Store::new(client, &config.bucket, &config.endpoint)
     }
-}
-
-/// The HTTP(S) client for S3 calls: rustls with ring (no cmake in the build), system roots.
-pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
-}
-
-/// The settings every S3 client of ours needs, whatever its credentials.
-pub fn tune(
-    builder: aws_sdk_s3::config::Builder,
-    endpoint: &str,
-    style: AddressingStyle,
-    call_timeout: Duration,
-) -> aws_sdk_s3::config::Builder {
-    builder
-        .endpoint_url(endpoint)
-        .force_path_style(style == AddressingStyle::Path)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(call_timeout)
-                .build(),
-        )
-        // Integrity comes from the signed payload hash (see `put`); the newer CRC trailers are
-        // not understood by every S3 implementation.
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
 }
 
 #[async_trait::async_trait]

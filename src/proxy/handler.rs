@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RANGE};
+use http::header::RANGE;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -15,7 +15,7 @@ use super::internal;
 use super::metrics::{Metrics, StatusLabel};
 use super::relay::ProxyBody;
 use super::upstream::{Upstream, UpstreamError};
-use crate::body::{Body, full};
+use crate::body::{Body, Keep, uncached};
 use crate::cache::{Cache, Lookup};
 use crate::config::Config;
 
@@ -110,7 +110,12 @@ async fn forward(
                 UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
             };
-            return plain(status, "imgproxy-cache: the image server is unavailable\n");
+            return uncached(
+                status,
+                "text/plain; charset=utf-8",
+                Keep::Nothing,
+                "imgproxy-cache: the image server is unavailable\n",
+            );
         }
     };
 
@@ -120,14 +125,4 @@ async fn forward(
     let fill = verdict.fill(&parts.headers);
     let body = ProxyBody::new(body, shared.config.upstream_timeout, fill);
     Response::from_parts(parts, body.boxed())
-}
-
-/// A short text answer of our own (never from the upstream), not to be cached anywhere.
-pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(CACHE_CONTROL, "no-store")
-        .body(full(text))
-        .expect("static headers are valid")
 }

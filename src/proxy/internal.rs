@@ -2,11 +2,10 @@
 //! segment is a signature and the rest must decode to a source URL, which `health` and
 //! `metrics` never do.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 
-use super::handler::{State, plain};
-use crate::body::{Body, full};
+use super::handler::State;
+use crate::body::{Body, Keep, uncached};
 
 pub const PREFIX: &str = "/_imgproxy-cache/";
 pub const HEALTH_PATH: &str = "/_imgproxy-cache/health";
@@ -19,12 +18,18 @@ pub fn is_internal(path: &str) -> bool {
 pub async fn handle<B>(request: &Request<B>, state: &State) -> Response<Body> {
     match request.uri().path() {
         HEALTH_PATH => health(state).await,
-        METRICS_PATH => respond(
+        METRICS_PATH => uncached(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Keep::Nothing,
             state.shared.metrics.encode(),
         ),
-        _ => plain(StatusCode::NOT_FOUND, "imgproxy-cache: no such endpoint\n"),
+        _ => uncached(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            Keep::Nothing,
+            "imgproxy-cache: no such endpoint\n",
+        ),
     }
 }
 
@@ -47,14 +52,5 @@ async fn health(state: &State) -> Response<Body> {
         "upload_queue": state.shared.cache.pending(),
     })
     .to_string();
-    respond(status, "application/json", body)
-}
-
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, content_type)
-        .header(CACHE_CONTROL, "no-store")
-        .body(full(body))
-        .expect("static headers are valid")
+    uncached(status, "application/json", Keep::Nothing, body)
 }

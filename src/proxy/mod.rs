@@ -1,4 +1,5 @@
-//! The proxy server: accept loop, graceful shutdown, and the upload drain that follows it.
+//! The proxy server on the shared server kit ([`crate::server`]): connections go to the
+//! per-core threads with their deadlines, and the upload drain follows the shutdown.
 
 pub mod conn;
 pub mod handler;
@@ -11,17 +12,15 @@ pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::cache::{Cache, DrainReport, Store};
 use crate::config::Config;
+use crate::server::{self, Accepted, Limits, WhenFull};
 use conn::{Answered, ClientIo, IdlePool, Tracker};
 use handler::State;
 use metrics::Metrics;
@@ -30,8 +29,6 @@ use threads::ServeThreads;
 /// Most a client connection buffers: the largest request head it accepts, and the response
 /// bytes queued for a client that is slow to take them (hyper's default is ~400 KiB).
 pub const CLIENT_BUFFER_MAX: usize = 64 * 1024;
-/// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Serves the proxy on `listener` until `shutdown` completes, then finishes in-flight requests
 /// and drains the upload queue, all within `SHUTDOWN_TIMEOUT_SECS`.
@@ -56,9 +53,16 @@ pub async fn run(
         config.upload.clone(),
         metrics.cache.clone(),
     );
-    let shutdown_timeout = config.shutdown_timeout;
-    let connections = Arc::new(Semaphore::new(config.max_connections));
     let idle = Arc::new(IdlePool::new(config.max_connections));
+    let evict = idle.clone();
+    let limits = Limits {
+        max_connections: config.max_connections,
+        when_full: WhenFull::MakeRoom(Box::new(move || {
+            evict.evict_oldest();
+        })),
+        stop_timeout: config.shutdown_timeout,
+        stop_setting: "SHUTDOWN_TIMEOUT_SECS",
+    };
     let timeouts = config.client;
     let state = State::new(config, cache, metrics.clone());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -69,48 +73,26 @@ pub async fn run(
     builder
         .header_read_timeout(None)
         .max_buf_size(CLIENT_BUFFER_MAX);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
 
-    loop {
-        let (stream, client) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            },
-        };
-        let permit = match connections.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // Every place is taken: the longest-waiting idle connection makes room, if
-                // there is one; otherwise the first connection to end does.
-                idle.evict_oldest();
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                }
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    let start = |accepted: Accepted, tasks: &tokio_util::task::TaskTracker| {
+        let Accepted {
+            stream,
+            peer: client,
+            place,
+        } = accepted;
         // The socket moves to the serving thread's own I/O driver.
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%error, %client, "connection lost before it was handed over");
-                continue;
+                return;
             }
         };
         let (thread, state) = threads.pick();
         let state = state.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let tracker = Arc::new(Tracker::new(idle.clone(), timeouts, metrics.clone()));
-        thread.spawn(async move {
+        let connection = async move {
             let stream = match tokio::net::TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(error) => {
@@ -130,35 +112,26 @@ pub async fn run(
                     )
                 }
             });
-            let connection = watcher.watch(builder.serve_connection(io, service));
-            tokio::pin!(connection);
-            let ended = loop {
-                tokio::select! {
-                    ended = &mut connection => break ended,
-                    // A request that began just as its place was asked for is still served.
-                    () = tracker.evicted() => if tracker.give_up_place() {
-                        break Ok(());
-                    },
+            // A request that began just as its place was asked for is still served.
+            let evicted = async {
+                loop {
+                    tracker.evicted().await;
+                    if tracker.give_up_place() {
+                        return;
+                    }
                 }
             };
-            if let Err(error) = ended {
-                tracing::debug!(%error, %client, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-
-    drop(listener);
-    tracing::info!("shutting down: finishing requests, then pending uploads");
-    let deadline = tokio::time::Instant::now() + shutdown_timeout;
-    if tokio::time::timeout_at(deadline, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still open at the shutdown deadline were cut");
-    }
+            place
+                .serve(builder.serve_connection(io, service), evicted)
+                .await;
+        };
+        tasks.spawn_on(connection, thread);
+    };
+    let stopped = server::serve(listener, limits, shutdown, start).await;
     drop(threads);
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let left = stopped
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now());
     let report = uploader.drain(left).await;
     if report.abandoned > 0 {
         tracing::warn!(

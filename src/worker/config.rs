@@ -22,7 +22,7 @@ use super::url::{
     DEFAULT_ARGUMENTS_SEPARATOR, DEFAULT_BASE64_URL_INCLUDES_FILENAME, DEFAULT_ONLY_PRESETS,
     ParserConfig,
 };
-use crate::config::LogFormat;
+use crate::telemetry::LogFormat;
 
 /// `IMGPROXY_BIND`: imgproxy's default, every interface on 8080. Our supervisor config sets
 /// `127.0.0.1:8081` so only the proxy reaches the worker.

@@ -21,7 +21,8 @@
 //!
 //! Server side:
 //! - [`config`]: every `IMGPROXY_*` variable the worker reads, its default and validation.
-//! - [`server`]: the accept loop and graceful shutdown.
+//! - [`server`]: the worker's sources, hyper builder and connection limit on the shared
+//!   server kit ([`crate::server`]).
 //! - [`handler`]: routing, the stages of a processing request, and error → status mapping.
 //! - [`capacity`]: requests in flight (429 past the limit) and CPU slots.
 //! - [`fetch`]: http(s), `s3://` and `local://` sources with SSRF, size and time limits.
@@ -40,6 +41,8 @@ pub mod presets;
 pub mod process;
 pub mod respond;
 pub mod server;
-pub mod signature;
 pub mod source;
 pub mod url;
+
+// Signing lives outside the worker so the proxy-only build keeps `imgproxy-cache url`.
+pub use crate::signature;

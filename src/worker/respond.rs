@@ -8,8 +8,8 @@ use http::header::{
 };
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::body::{Body, full};
-use crate::cache::policy::SANITIZED_SVG_HEADER;
+use crate::body::{Body, Keep, full, uncached};
+use crate::contract::SANITIZED_SVG_HEADER;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Incoming request ids longer than this are replaced, whatever their characters.
@@ -137,15 +137,15 @@ pub fn image(bytes: Bytes, headers: ImageHeaders<'_>) -> Response<Body> {
         .expect("an image response from valid parts is valid")
 }
 
-/// A short text/plain answer that no cache keeps.
+/// A short text/plain answer, uncached as imgproxy's errors are.
 pub fn text(status: u16, message: &str) -> Response<Body> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "text/plain")
-        .header(CACHE_CONTROL, "no-cache")
-        .body(full(Bytes::copy_from_slice(message.as_bytes())))
-        .expect("a text response is valid")
+    uncached(
+        status,
+        "text/plain",
+        Keep::Revalidated,
+        Bytes::copy_from_slice(message.as_bytes()),
+    )
 }
 
 #[cfg(test)]

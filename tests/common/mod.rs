@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod seaweed;
+#[cfg(feature = "worker")]
 pub mod worker;
 
 use std::convert::Infallible;
@@ -26,11 +27,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use imgproxy_cache::aws::{AddressingStyle, Endpoint, tune};
 use imgproxy_cache::body::{Body, BoxError};
-use imgproxy_cache::cache::Store;
 use imgproxy_cache::cache::DrainReport;
-use imgproxy_cache::cache::s3::{S3Store, tune};
-use imgproxy_cache::config::{AddressingStyle, Config};
+use imgproxy_cache::cache::Store;
+use imgproxy_cache::cache::s3::S3Store;
+use imgproxy_cache::config::Config;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
@@ -173,7 +175,7 @@ fn upstream_answer(
                 .header("content-type", "image/svg+xml")
                 .header("cache-control", "max-age=31536000, public");
             if kind == "svgsanitized" {
-                b = b.header(imgproxy_cache::cache::policy::SANITIZED_SVG_HEADER, "1");
+                b = b.header(imgproxy_cache::contract::SANITIZED_SVG_HEADER, "1");
             }
             with_len(
                 b,
@@ -416,16 +418,12 @@ pub fn client_with(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sd
         .credentials_provider(Credentials::new(
             access_key, secret_key, None, None, "tests",
         ))
-        .http_client(imgproxy_cache::cache::s3::http_client());
-    aws_sdk_s3::Client::from_conf(
-        tune(
-            builder,
-            endpoint,
-            AddressingStyle::Path,
-            Duration::from_secs(5),
-        )
-        .build(),
-    )
+        .http_client(imgproxy_cache::aws::http_client());
+    let endpoint = Endpoint {
+        url: endpoint,
+        style: AddressingStyle::Path,
+    };
+    aws_sdk_s3::Client::from_conf(tune(builder, Some(endpoint), Duration::from_secs(5)).build())
 }
 
 impl Default for Faults {

@@ -24,6 +24,7 @@ struct Decoder<'a> {
     _source: &'a [u8],
 }
 
+#[allow(unsafe_code)] // FFI: see the SAFETY comments inside
 impl<'a> Decoder<'a> {
     /// Parses `source`'s container (no pixels) under `max_pixels` (0 = libavif's default).
     fn parse(source: &'a [u8], max_pixels: u32) -> Result<Self, EngineError> {
@@ -63,6 +64,7 @@ impl<'a> Decoder<'a> {
     }
 }
 
+#[allow(unsafe_code)] // FFI: see the SAFETY comments inside
 impl Drop for Decoder<'_> {
     fn drop(&mut self) {
         // SAFETY: `raw` came from avifDecoderCreate and is destroyed exactly once.
@@ -74,6 +76,7 @@ fn corrupt(reason: impl ToString) -> EngineError {
     EngineError::corrupt(ImageFormat::Avif, reason)
 }
 
+#[allow(unsafe_code)] // FFI: see the SAFETY comments inside
 fn check(result: sys::avifResult) -> Result<(), EngineError> {
     if result == sys::AVIF_RESULT_OK {
         return Ok(());
@@ -96,6 +99,7 @@ pub fn dimensions(source: &[u8]) -> Result<(u32, u32), EngineError> {
 ///
 /// # Errors
 /// [`EngineError::Corrupt`] for broken data, disagreeing sizes or sizes past the limits.
+#[allow(unsafe_code)] // FFI: see the SAFETY comments inside
 pub fn decode(
     source: &[u8],
     probed: (u32, u32),

@@ -42,6 +42,7 @@ pub fn jpeg(mut encoded: Vec<u8>, exif: &[u8]) -> Vec<u8> {
 
 /// The WebP (still or animated) with an `EXIF` chunk holding `exif`, or `None` when
 /// libwebp's muxer rejects the file.
+#[allow(unsafe_code)] // FFI: see the SAFETY comments inside
 pub fn webp(encoded: &[u8], exif: &[u8]) -> Option<Vec<u8>> {
     let bitstream = sys::WebPData {
         bytes: encoded.as_ptr(),
@@ -85,6 +86,7 @@ impl Mux {
     }
 }
 
+#[allow(unsafe_code)] // FFI: see the SAFETY comments inside
 impl Drop for Mux {
     fn drop(&mut self) {
         // SAFETY: the pointer came non-null from WebPMuxCreateInternal and is deleted once.

@@ -20,6 +20,7 @@ use crate::worker::options::ImageFormat;
 ///
 /// # Errors
 /// [`EngineError::Corrupt`] when libwebp rejects the data or the sizes disagree.
+#[allow(unsafe_code)] // FFI: see the SAFETY comments inside
 pub fn decode(
     source: &[u8],
     preshrink: f64,

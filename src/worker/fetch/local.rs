@@ -131,6 +131,7 @@ fn read_beneath(root: &Path, relative: &Path, max_size: u64) -> Result<Vec<u8>, 
 
 /// `openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | extra)`: one path component,
 /// relative to `dir`, never through a symlink.
+#[allow(unsafe_code)] // FFI: see the SAFETY comments inside
 fn open_at(dir: BorrowedFd<'_>, name: &OsStr, extra: libc::c_int) -> std::io::Result<OwnedFd> {
     let name = CString::new(name.as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;

@@ -4,16 +4,11 @@
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{Region, SharedCredentialsProvider};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 
 use super::budget::ByteBudget;
 use super::{FetchError, Fetched};
-use crate::cache::s3::{CONNECT_TIMEOUT, http_client, tune};
-use crate::config::AddressingStyle;
+use crate::aws::{self, AddressingStyle, AssumeRole, ClientSettings, Endpoint, RegionChoice};
 use crate::worker::config::{FALLBACK_S3_REGION, FetchConfig, S3SourceConfig};
 
 /// Reads objects from S3 or an S3-compatible store.
@@ -35,45 +30,26 @@ impl S3Source {
 
     /// Builds the client from the AWS default chain and `IMGPROXY_S3_*`.
     pub async fn from_config(s3: &S3SourceConfig, config: &FetchConfig) -> S3Source {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
-        if let Some(region) = &s3.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        let base = loader.load().await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&base);
-        if base.region().is_none() {
-            builder = builder.region(Region::new(FALLBACK_S3_REGION));
-        }
-        if let Some(arn) = &s3.assume_role_arn {
-            let mut role = aws_config::sts::AssumeRoleProvider::builder(arn)
-                .session_name("imgproxy-cache-worker")
-                .configure(&base);
-            if let Some(id) = &s3.assume_role_external_id {
-                role = role.external_id(&id.0);
-            }
-            builder =
-                builder.credentials_provider(SharedCredentialsProvider::new(role.build().await));
-        }
-        let timeout = config.download_timeout;
-        let builder = match &s3.endpoint {
-            Some(endpoint) => {
-                let style = if s3.path_style {
-                    AddressingStyle::Path
-                } else {
-                    AddressingStyle::Virtual
-                };
-                tune(builder, endpoint, style, timeout)
-            }
-            None => builder
-                .retry_config(RetryConfig::disabled())
-                .timeout_config(
-                    TimeoutConfig::builder()
-                        .connect_timeout(CONNECT_TIMEOUT)
-                        .operation_attempt_timeout(timeout)
-                        .build(),
-                ),
+        let style = if s3.path_style {
+            AddressingStyle::Path
+        } else {
+            AddressingStyle::Virtual
         };
-        S3Source::new(aws_sdk_s3::Client::from_conf(builder.build()), config)
+        let client = aws::client(&ClientSettings {
+            region: match &s3.region {
+                Some(region) => RegionChoice::Fixed(region),
+                None => RegionChoice::FromChainOr(FALLBACK_S3_REGION),
+            },
+            endpoint: s3.endpoint.as_deref().map(|url| Endpoint { url, style }),
+            assume_role: s3.assume_role_arn.as_deref().map(|arn| AssumeRole {
+                arn,
+                external_id: s3.assume_role_external_id.as_ref().map(|id| id.0.as_str()),
+                session_name: "imgproxy-cache-worker",
+            }),
+            call_timeout: config.download_timeout,
+        })
+        .await;
+        S3Source::new(client, config)
     }
 
     /// Downloads the object `url` names.
