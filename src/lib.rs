@@ -9,9 +9,11 @@
 //! which uploads it in the background ([`cache::upload`]) to a [`cache::store`]: S3
 //! ([`cache::s3`]) or a local directory ([`cache::fs`]), under the key from [`cache::key`].
 //!
-//! - [`config`]: every setting, its default and its validation.
-//! - [`proxy`]: the server, request forwarding, hop-by-hop headers ([`proxy::headers`]) and
-//!   the proxy's own health and metrics endpoints ([`proxy::internal`]).
+//! - [`settings`]: the settings kit both configs share: table rows, the error naming
+//!   variable and value, the shared parsers.
+//! - [`proxy`]: the server, its settings ([`proxy::config`]), request forwarding, hop-by-hop
+//!   headers ([`proxy::headers`]) and the proxy's own health and metrics endpoints
+//!   ([`proxy::internal`]).
 //! - [`cache`]: keys, the storing policy, stores, and the upload queue.
 //! - [`metrics`]: Prometheus metric names, declared once.
 //! - [`body`]: the response body type.
@@ -24,11 +26,11 @@
 
 pub mod body;
 pub mod cache;
-pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
 pub mod proxy;
+pub mod settings;
 pub mod telemetry;
 pub mod url_builder;
 pub mod worker;

@@ -7,7 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use imgproxy_cache::cache::open_store;
-use imgproxy_cache::config::{Config, SETTINGS, StorageConfig};
+use imgproxy_cache::proxy::config::{Config, SETTINGS, StorageConfig};
 use imgproxy_cache::proxy::{self, upstream::Upstream};
 use imgproxy_cache::{telemetry, url_builder, worker};
 

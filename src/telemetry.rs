@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::proxy::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` wins; without it, `info`.
 pub fn init(format: LogFormat) {

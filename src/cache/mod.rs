@@ -10,7 +10,7 @@ pub mod upload;
 
 use std::sync::Arc;
 
-use crate::config::{Config, StorageConfig};
+use crate::proxy::config::{Config, StorageConfig};
 pub use key::cache_key;
 pub use store::{Object, Store};
 

@@ -25,8 +25,8 @@ use tokio_util::task::TaskTracker;
 
 use super::store::{Object, Store};
 use super::upload::{UploadOutcome, upload};
-use crate::config::UploadConfig;
 use crate::metrics::Metrics;
+use crate::proxy::config::UploadConfig;
 
 /// What [`UploadQueue::offer`] did with a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 
 use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
-use crate::config::{DedupMode, UploadConfig};
 use crate::metrics::Metrics;
+use crate::proxy::config::{DedupMode, UploadConfig};
 
 /// What became of one upload. `attempts` counts every store call, HEADs included.
 #[derive(Debug)]

@@ -30,8 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::config::ClientTimeouts;
 use crate::metrics::Metrics;
+use crate::proxy::config::ClientTimeouts;
 
 /// The connections waiting for a request, oldest first.
 pub struct IdlePool {

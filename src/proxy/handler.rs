@@ -19,8 +19,8 @@ use crate::body::{Body, full};
 use crate::cache::policy::{self, Cacheable, NotCacheable};
 use crate::cache::queue::UploadQueue;
 use crate::cache::{Store, cache_key};
-use crate::config::Config;
 use crate::metrics::{Metrics, StatusLabel};
+use crate::proxy::config::Config;
 
 /// What every request needs, built once.
 pub struct State {

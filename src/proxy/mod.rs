@@ -1,5 +1,6 @@
 //! The proxy server: accept loop, graceful shutdown, and the upload drain that follows it.
 
+pub mod config;
 pub mod conn;
 pub mod handler;
 pub mod headers;
@@ -21,8 +22,8 @@ use tokio::sync::Semaphore;
 
 use crate::cache::Store;
 use crate::cache::queue::{DrainReport, UploadQueue};
-use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::config::Config;
 use conn::{Answered, ClientIo, IdlePool, Tracker};
 use handler::State;
 use threads::ServeThreads;

@@ -36,7 +36,7 @@ pub struct Worker {
 pub fn worker_config(vars: &[(&str, &str)]) -> WorkerConfig {
     let mut all = vec![("IMGPROXY_GRACEFUL_STOP_TIMEOUT", "5")];
     all.extend_from_slice(vars);
-    WorkerConfig::from_iter(all.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    WorkerConfig::from_vars(all.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
 }
 
 /// [`worker_config`] in which a loopback source server may be downloaded from.

@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn literal_loopback_is_refused_before_connecting() {
-        let config = crate::worker::config::WorkerConfig::from_iter(Vec::new())
+        let config = crate::worker::config::WorkerConfig::from_vars(Vec::new())
             .unwrap()
             .fetch;
         let source = HttpSource::new(&config);

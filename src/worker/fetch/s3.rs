@@ -13,7 +13,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use super::budget::ByteBudget;
 use super::{FetchError, Fetched};
 use crate::cache::s3::{CONNECT_TIMEOUT, http_client, tune};
-use crate::config::AddressingStyle;
+use crate::proxy::config::AddressingStyle;
 use crate::worker::config::{FALLBACK_S3_REGION, FetchConfig, S3SourceConfig};
 
 /// Reads objects from S3 or an S3-compatible store.
