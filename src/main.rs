@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use imgproxy_cache::cache::open_store;
 use imgproxy_cache::proxy::config::{Config, SETTINGS, StorageConfig};
 use imgproxy_cache::proxy::{self, upstream::Upstream};
+use imgproxy_cache::settings::FromVars;
 use imgproxy_cache::{telemetry, url_builder, worker};
 
 /// A cache-on-write proxy for imgproxy: streams every result to the client and stores each

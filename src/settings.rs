@@ -3,12 +3,16 @@
 //!
 //! - [`Setting`]: a row of a settings table, which feeds `--help` and the README.
 //! - [`SettingsError`]: why start-up stops, naming the variable, the value and the reason.
+//! - [`FromVars`]: the one way a config is built, from the process environment
+//!   (`from_env`) or, in tests, from pairs (`from_vars`), through [`read`].
 //! - [`expand_bind`] and the parsers both configs share, so a value means the same thing
 //!   whichever half of the program reads it.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
+
+use serde::de::DeserializeOwned;
 
 /// One row of a settings table: variable, default, meaning. `compat` is an extra column for
 /// tables that need one (the worker's says how closely a variable follows imgproxy); the
@@ -71,6 +75,40 @@ pub fn invalid(var: &'static str, value: &str, why: impl Into<String>) -> Settin
     }
 }
 
+/// A config read from environment variables. Tests build one with `from_vars`, so they never
+/// touch the process environment.
+pub trait FromVars: Sized {
+    /// Reads settings from `(NAME, value)` pairs.
+    ///
+    /// # Errors
+    /// A variable that cannot be parsed or fails validation.
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, SettingsError>;
+
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// A variable that cannot be parsed or fails validation.
+    fn from_env() -> Result<Self, SettingsError> {
+        Self::from_vars(std::env::vars())
+    }
+}
+
+/// The raw schema `E` (field `foo_bar` is variable `FOO_BAR`) from `vars`. Empty values count
+/// as unset, as in a shell's `FOO= cmd`, an env file's `FOO=` and imgproxy, except for the
+/// variables in `empty_allowed`, whose empty value means something.
+///
+/// # Errors
+/// [`SettingsError::Env`] for a value that does not fit its field's type.
+pub fn read<E: DeserializeOwned>(
+    vars: impl IntoIterator<Item = (String, String)>,
+    empty_allowed: &[&str],
+) -> Result<E, SettingsError> {
+    let vars = vars
+        .into_iter()
+        .filter(|(k, v)| !v.is_empty() || empty_allowed.contains(&k.as_str()));
+    Ok(envy::from_iter(vars)?)
+}
+
 /// `:8080` → `0.0.0.0:8080` (Go's meaning, which imgproxy and the Go sidecar share); anything
 /// else must be `HOST:PORT`, and a bracketed host a valid IPv6 socket address.
 ///
@@ -121,12 +159,35 @@ pub fn number<T: FromStr>(
     raw: Option<&str>,
     default: T,
 ) -> Result<T, SettingsError> {
+    parsed(
+        var,
+        raw,
+        default,
+        |_| true,
+        "expected a non-negative whole number",
+    )
+}
+
+/// A `T` read from text with spaces around it ignored, and kept only when `fits`; otherwise
+/// the error says what was `expected`.
+///
+/// # Errors
+/// [`SettingsError::Invalid`] when the text is not a `T` or the value does not fit.
+pub fn parsed<T: FromStr>(
+    var: &'static str,
+    raw: Option<&str>,
+    default: T,
+    fits: impl Fn(&T) -> bool,
+    expected: &'static str,
+) -> Result<T, SettingsError> {
     match raw {
         None => Ok(default),
         Some(s) => s
             .trim()
             .parse()
-            .map_err(|_| invalid(var, s, "expected a non-negative whole number")),
+            .ok()
+            .filter(|v| fits(v))
+            .ok_or_else(|| invalid(var, s, expected)),
     }
 }
 

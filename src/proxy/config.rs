@@ -12,7 +12,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::cache::policy::{Rules, SvgRule};
-use crate::settings::{Setting, SettingsError, expand_bind, invalid, list, positive, row, seconds};
+use crate::settings::{
+    FromVars, Setting, SettingsError, expand_bind, invalid, list, positive, read, row, seconds,
+};
 
 /// `IMGPROXY_BIND`: where the proxy listens. `:8080` means every interface, as in the Go sidecar.
 pub const DEFAULT_BIND: &str = ":8080";
@@ -395,27 +397,9 @@ pub struct UploadConfig {
     pub known_keys_capacity: usize,
 }
 
-impl Config {
-    /// Reads the process environment.
-    ///
-    /// # Errors
-    /// A variable that cannot be parsed or fails validation.
-    pub fn from_env() -> Result<Config, SettingsError> {
-        Config::from_vars(std::env::vars())
-    }
-
-    /// Reads settings from `(NAME, value)` pairs, so tests never touch the process environment.
-    ///
-    /// # Errors
-    /// A variable that cannot be parsed or fails validation.
-    pub fn from_vars<I>(vars: I) -> Result<Config, SettingsError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        // Empty values count as unset, as in a shell `FOO= cmd` or an env file with `FOO=`.
-        let vars = vars.into_iter().filter(|(_, v)| !v.is_empty());
-        let env: Env = envy::from_iter(vars)?;
-        env.validate()
+impl FromVars for Config {
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, SettingsError> {
+        read::<Env>(vars, &[])?.validate()
     }
 }
 

@@ -113,6 +113,7 @@ fn pass_through(source: Fetched, format: Option<ImageFormat>) -> Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::FromVars;
     use crate::worker::config::WorkerConfig;
 
     /// A 68-byte PNG whose header claims 100000 × 100000 pixels.

@@ -29,6 +29,7 @@ use imgproxy_cache::cache::Store;
 use imgproxy_cache::cache::queue::DrainReport;
 use imgproxy_cache::cache::s3::{S3Store, tune};
 use imgproxy_cache::proxy::config::{AddressingStyle, Config};
+use imgproxy_cache::settings::FromVars;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;

@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use imgproxy_cache::body::{Body, BoxError};
+use imgproxy_cache::settings::FromVars;
 use imgproxy_cache::worker::config::WorkerConfig;
 use imgproxy_cache::worker::fetch::Fetcher;
 use tokio::net::TcpListener;

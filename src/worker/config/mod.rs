@@ -31,7 +31,7 @@ use parse::url_path;
 use super::engine::EngineConfig;
 use super::url::ParserConfig;
 use crate::proxy::config::LogFormat;
-use crate::settings::{SettingsError, expand_bind, invalid};
+use crate::settings::{FromVars, SettingsError, expand_bind, invalid, read};
 
 /// Validated worker settings.
 #[derive(Debug, Clone)]
@@ -63,30 +63,10 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-impl WorkerConfig {
-    /// Reads the process environment.
-    ///
-    /// # Errors
-    /// A variable that cannot be parsed or fails validation.
-    pub fn from_env() -> Result<WorkerConfig, SettingsError> {
-        WorkerConfig::from_vars(std::env::vars())
-    }
-
-    /// Reads settings from `(NAME, value)` pairs, so tests never touch the process environment.
-    ///
-    /// # Errors
-    /// A variable that cannot be parsed or fails validation.
-    pub fn from_vars<I>(vars: I) -> Result<WorkerConfig, SettingsError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        // Empty values count as unset, as in imgproxy (and a shell `FOO= cmd`). The query
-        // separator is the exception: imgproxy lets it be set to empty on purpose.
-        let vars = vars
-            .into_iter()
-            .filter(|(k, v)| !v.is_empty() || k == "IMGPROXY_SOURCE_URL_QUERY_SEPARATOR");
-        let env: Env = envy::from_iter(vars)?;
-        env.validate()
+impl FromVars for WorkerConfig {
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, SettingsError> {
+        // imgproxy lets the query separator be set to empty on purpose.
+        read::<Env>(vars, &["IMGPROXY_SOURCE_URL_QUERY_SEPARATOR"])?.validate()
     }
 }
 

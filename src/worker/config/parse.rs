@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::settings::{SettingsError, invalid, list, number, seconds};
+use crate::settings::{SettingsError, invalid, list, number, parsed, seconds};
 use crate::worker::options::{FormatError, ImageFormat};
 
 /// Whole seconds, at least 1, as imgproxy's timeouts.
@@ -20,15 +20,13 @@ pub(super) fn megapixels(
     raw: Option<&str>,
     default: f64,
 ) -> Result<f64, SettingsError> {
-    match raw {
-        None => Ok(default),
-        Some(s) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .ok_or_else(|| invalid(var, s, "expected a number of megapixels")),
-    }
+    parsed(
+        var,
+        raw,
+        default,
+        |v: &f64| v.is_finite() && *v >= 0.0,
+        "expected a number of megapixels",
+    )
 }
 
 /// A comma-separated list of image formats (`png, webp`).

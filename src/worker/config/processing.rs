@@ -148,6 +148,7 @@ impl Env {
 
 #[cfg(test)]
 mod tests {
+    use crate::settings::FromVars;
     use crate::worker::config::WorkerConfig;
     use crate::worker::engine::EngineConfig;
     use crate::worker::options::ImageFormat;

@@ -201,6 +201,7 @@ fn connect_error(error: hyper_util::client::legacy::Error) -> FetchError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::FromVars;
 
     #[test]
     fn urls_are_normalised_before_vetting() {
