@@ -1,5 +1,6 @@
 //! Where results go: the key rule, what may be stored, the stores, and the upload queue.
 
+pub mod config;
 pub mod fs;
 pub mod key;
 pub mod policy;
@@ -10,7 +11,8 @@ pub mod upload;
 
 use std::sync::Arc;
 
-use crate::proxy::config::{Config, StorageConfig};
+use crate::proxy::config::Config;
+use config::StorageConfig;
 pub use key::cache_key;
 pub use store::{Object, Store};
 

@@ -17,7 +17,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_http_client::tls;
 
 use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
-use crate::proxy::config::{AddressingStyle, S3Config};
+use crate::cache::config::S3Config;
+use crate::proxy::config::AddressingStyle;
 
 /// Time allowed to open a connection to the S3 endpoint.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

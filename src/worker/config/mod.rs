@@ -1,24 +1,25 @@
 //! The worker's settings: imgproxy's `IMGPROXY_*` variables with imgproxy's defaults, read
 //! once, validated, then immutable.
 //!
-//! Every variable has a `DEFAULT_*` constant ([`defaults`], or next to the code that uses it:
-//! the engine's in [`crate::worker::engine`]) and a row in [`SETTINGS`] ([`table`]), which
-//! feeds `imgproxy-cache worker --help` and the README table, with how closely it follows
-//! imgproxy. A bad value stops start-up with a [`SettingsError`] naming the variable and the
-//! value — where imgproxy would silently ignore it.
+//! Every variable has a `DEFAULT_*` constant (in `defaults.rs`, or next to the code that uses
+//! it: the engine's in [`crate::worker::engine`]) and a row in [`SETTINGS`] (`table.rs`),
+//! which feeds `imgproxy-cache worker --help` and the README table, with how closely it
+//! follows imgproxy. A bad value stops start-up with a [`SettingsError`] naming the variable
+//! and the value — where imgproxy would silently ignore it.
 //!
-//! The raw variables are [`env`]'s; each section of [`WorkerConfig`] is read in its own file:
-//! [`server`], [`parser`], [`fetch`] and [`processing`] (an [`EngineConfig`]), with the
-//! imgproxy-only value parsers in [`parse`] and the shared ones in [`crate::settings`].
+//! The raw variables are `env.rs`'s; each section of [`WorkerConfig`] is read in a file of its
+//! own: `server.rs`, `parser.rs`, `fetch.rs` and `processing.rs` (straight into the engine's
+//! [`EngineConfig`]), with the imgproxy-only value parsers in `parse.rs` and the shared ones
+//! in [`crate::settings`].
 
-pub mod defaults;
+mod defaults;
 mod env;
-pub mod fetch;
+mod fetch;
 mod parse;
 mod parser;
 mod processing;
-pub mod server;
-pub mod table;
+mod server;
+mod table;
 
 pub use defaults::*;
 pub use fetch::{AddressPolicy, FetchConfig, S3SourceConfig};
