@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 use crate::cache::{cache_key, policy};
-use crate::config::{
+use crate::proxy::config::{
     DEFAULT_MAX_CACHEABLE_BYTES, DEFAULT_MIN_STORE_MAX_AGE_SECS, DEFAULT_STORE_SVG,
 };
 use crate::signature::SignatureVerifier;

@@ -9,15 +9,9 @@
 //! which uploads it in the background ([`cache::upload`]) to a [`cache::store`]: S3
 //! ([`cache::s3`]) or a local directory ([`cache::fs`]), under the key from [`cache::key`].
 //!
-//! - [`server`]: the one server kit both servers run on: connection places, the accept loop,
-//!   every connection task tracked, graceful shutdown within a deadline.
-//! - [`aws`]: the one S3 client builder, for the store and the worker's `s3://` sources.
-//! - [`contract`]: what the worker's responses tell the proxy (the two are separate
-//!   processes talking HTTP).
-//! - [`signature`]: imgproxy URL signatures, for the worker and `imgproxy-cache url`.
-//! - [`config`]: every setting, its default and its validation.
-//! - [`proxy`]: the server, request forwarding, hop-by-hop headers ([`proxy::headers`]) and
-//!   the proxy's own health and metrics endpoints ([`proxy::internal`]).
+//! - [`server`]: the one server kit both servers run on.
+//! - [`settings`]: the settings kit both configs share.
+//! - [`proxy`]: the server, its settings ([`proxy::config`]).
 //! - [`cache`]: keys, the storing policy, stores, and the upload queue.
 //! - [`metrics`]: Prometheus metric names, declared once.
 //! - [`body`]: the response body type and the short uncached answers.
@@ -34,13 +28,13 @@
 pub mod aws;
 pub mod body;
 pub mod cache;
-pub mod config;
 pub mod contract;
 #[cfg(feature = "worker")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proxy;
 pub mod server;
+pub mod settings;
 pub mod signature;
 pub mod telemetry;
 pub mod url_builder;

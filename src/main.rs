@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use imgproxy_cache::cache::config::StorageConfig;
 use imgproxy_cache::cache::open_store;
-use imgproxy_cache::config::{Config, SETTINGS, StorageConfig};
+use imgproxy_cache::proxy::config::{Config, SETTINGS};
 use imgproxy_cache::proxy::{self, upstream::Upstream};
+use imgproxy_cache::settings::FromVars;
 #[cfg(feature = "worker")]
 use imgproxy_cache::worker;
 use imgproxy_cache::{telemetry, url_builder};

@@ -29,7 +29,7 @@ fn help_lists_every_setting() {
     let out = imgproxy_cache().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for setting in imgproxy_cache::config::SETTINGS {
+    for setting in imgproxy_cache::proxy::config::SETTINGS {
         assert!(help.contains(setting.name), "--help lacks {}", setting.name);
     }
     let out = imgproxy_cache().arg("--version").output().unwrap();
@@ -41,7 +41,7 @@ fn help_lists_every_setting() {
 fn readme_documents_every_setting() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for setting in imgproxy_cache::config::SETTINGS {
+    for setting in imgproxy_cache::proxy::config::SETTINGS {
         assert!(
             readme.contains(&format!("`{}`", setting.name)),
             "README lacks `{}`",

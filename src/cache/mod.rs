@@ -14,6 +14,7 @@
 //! A new tier (memory, disk) is another [`Store`]-like layer that [`Cache::lookup`] asks before
 //! it answers [`Lookup::Miss`].
 
+pub mod config;
 mod fill;
 pub mod fs;
 pub mod key;
@@ -32,7 +33,8 @@ use std::time::SystemTime;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 
-use crate::config::{Config, StorageConfig, UploadConfig};
+use crate::proxy::config::{Config, UploadConfig};
+use config::StorageConfig;
 pub use fill::Fill;
 pub use key::cache_key;
 use known::KnownKeys;

@@ -25,7 +25,7 @@ use super::known::KnownKeys;
 use super::metrics::{CacheMetrics, Outcome};
 use super::store::{Object, Store};
 use super::upload::{UploadOutcome, upload};
-use crate::config::UploadConfig;
+use crate::proxy::config::UploadConfig;
 
 /// What [`UploadQueue::offer`] did with a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
 use crate::aws::{self, AssumeRole, ClientSettings, Endpoint, RegionChoice};
-use crate::config::S3Config;
+use crate::cache::config::S3Config;
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,

@@ -8,7 +8,7 @@ use backon::{ExponentialBuilder, Retryable};
 
 use super::metrics::{CacheMetrics, Outcome};
 use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
-use crate::config::{DedupMode, UploadConfig};
+use crate::proxy::config::{DedupMode, UploadConfig};
 
 /// What became of one upload. `attempts` counts every store call, HEADs included.
 #[derive(Debug)]

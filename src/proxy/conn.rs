@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use super::metrics::{CloseReason, Metrics};
-use crate::config::ClientTimeouts;
+use crate::proxy::config::ClientTimeouts;
 
 /// The connections waiting for a request, oldest first.
 pub struct IdlePool {

@@ -17,7 +17,7 @@ use super::relay::ProxyBody;
 use super::upstream::{Upstream, UpstreamError};
 use crate::body::{Body, Keep, uncached};
 use crate::cache::{Cache, Lookup};
-use crate::config::Config;
+use crate::proxy::config::Config;
 
 /// What a serving thread answers requests with: the process-wide part, and an upstream
 /// connection pool of the thread's own.

@@ -1,6 +1,7 @@
 //! The proxy server on the shared server kit ([`crate::server`]): connections go to the
 //! per-core threads with their deadlines, and the upload drain follows the shutdown.
 
+pub mod config;
 pub mod conn;
 pub mod handler;
 pub mod headers;
@@ -19,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::cache::{Cache, DrainReport, Store};
-use crate::config::Config;
+use crate::proxy::config::Config;
 use crate::server::{self, Accepted, Limits, WhenFull};
 use conn::{Answered, ClientIo, IdlePool, Tracker};
 use handler::State;

@@ -37,10 +37,7 @@ pub struct State {
 impl State {
     pub fn new(config: WorkerConfig, fetcher: Fetcher) -> State {
         let capacity = Capacity::new(config.server.max_in_flight, config.server.concurrency);
-        let engine = Arc::new(process::engine_config(
-            &config.processing,
-            &config.parser.defaults,
-        ));
+        let engine = Arc::new(config.processing.clone());
         State {
             config,
             fetcher,

@@ -4,10 +4,9 @@
 
 use bytes::Bytes;
 
-use super::config::ProcessingConfig;
 use super::engine::{self, Deadline, EngineConfig, EngineError, Job};
 use super::fetch::Fetched;
-use super::options::{Defaults, ImageFormat, ProcessingOptions};
+use super::options::{ImageFormat, ProcessingOptions};
 
 /// What the processing step gets.
 pub struct Input {
@@ -43,29 +42,6 @@ impl From<EngineError> for ProcessError {
             status: e.status(),
             message: e.to_string(),
         }
-    }
-}
-
-/// The engine's settings from the worker's.
-pub fn engine_config(processing: &ProcessingConfig, defaults: &Defaults) -> EngineConfig {
-    EngineConfig {
-        defaults: defaults.clone(),
-        max_src_resolution: processing.max_src_resolution_mp,
-        max_animation_frames: processing.max_animation_frames,
-        max_animation_frame_resolution: processing.max_animation_frame_resolution_mp,
-        max_result_dimension: processing.max_result_dimension,
-        max_jpeg_scans: processing.max_jpeg_scans,
-        max_svg_filter_megapixels: processing.max_svg_filter_megapixels,
-        auto_webp: processing.auto_webp,
-        enforce_webp: processing.enforce_webp,
-        auto_avif: processing.auto_avif,
-        enforce_avif: processing.enforce_avif,
-        watermark: processing.watermark.clone(),
-        watermark_opacity: processing.watermark_opacity,
-        preferred_formats: processing
-            .preferred_formats
-            .clone()
-            .unwrap_or_else(|| EngineConfig::default().preferred_formats),
     }
 }
 
@@ -137,6 +113,7 @@ fn pass_through(source: Fetched, format: Option<ImageFormat>) -> Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::FromVars;
     use crate::worker::config::WorkerConfig;
 
     /// A 68-byte PNG whose header claims 100000 × 100000 pixels.
@@ -164,56 +141,18 @@ mod tests {
 
     #[test]
     fn bombs_are_refused_before_decoding_even_when_skipped() {
-        let config = WorkerConfig::from_iter(Vec::new()).unwrap();
-        let engine = engine_config(&config.processing, &config.parser.defaults);
+        let config = WorkerConfig::from_vars(Vec::new()).unwrap();
+        let engine = &config.processing;
         let mut options = ProcessingOptions::new(&config.parser.defaults);
-        let err = run(input(bomb(), options.clone()), &engine).err().unwrap();
+        let err = run(input(bomb(), options.clone()), engine).err().unwrap();
         assert_eq!(err.status, 422);
         options.skip_processing = vec![ImageFormat::Png];
-        let err = run(input(bomb(), options.clone()), &engine).err().unwrap();
+        let err = run(input(bomb(), options.clone()), engine).err().unwrap();
         assert_eq!(err.status, 422);
         // `raw` streams the source untouched, as imgproxy does, labelled by its real format.
         options.raw = true;
-        let out = run(input(bomb(), options), &engine).ok().unwrap();
+        let out = run(input(bomb(), options), engine).ok().unwrap();
         assert_eq!(out.content_type, "image/png");
         assert_eq!(out.bytes, bomb());
-    }
-
-    #[test]
-    fn engine_config_carries_the_worker_settings() {
-        let config = WorkerConfig::from_iter(
-            [
-                ("IMGPROXY_MAX_SRC_RESOLUTION", "2.5"),
-                ("IMGPROXY_AUTO_AVIF", "true"),
-                // A 2×2 PNG.
-                (
-                    "IMGPROXY_WATERMARK_DATA",
-                    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg==",
-                ),
-                ("IMGPROXY_WATERMARK_OPACITY", "0.5"),
-                ("IMGPROXY_PREFERRED_FORMATS", "webp,png"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        )
-        .unwrap();
-        let engine = engine_config(&config.processing, &config.parser.defaults);
-        assert_eq!(engine.max_src_resolution, 2.5);
-        assert!(engine.auto_avif && !engine.auto_webp);
-        assert_eq!(
-            engine.watermark.as_deref().map(|w| &w[1..4]),
-            Some(&b"PNG"[..])
-        );
-        assert_eq!(engine.watermark_opacity, 0.5);
-        assert_eq!(
-            engine.preferred_formats,
-            vec![ImageFormat::Webp, ImageFormat::Png]
-        );
-        let defaults = WorkerConfig::from_iter(Vec::new()).unwrap();
-        let engine = engine_config(&defaults.processing, &defaults.parser.defaults);
-        assert_eq!(
-            engine.preferred_formats,
-            EngineConfig::default().preferred_formats
-        );
-        assert_eq!(engine.watermark_opacity, 1.0);
     }
 }

@@ -18,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use imgproxy_cache::body::{Body, BoxError};
+use imgproxy_cache::settings::FromVars;
 use imgproxy_cache::worker::config::WorkerConfig;
 use imgproxy_cache::worker::fetch::Fetcher;
 use tokio::net::TcpListener;
@@ -36,7 +37,7 @@ pub struct Worker {
 pub fn worker_config(vars: &[(&str, &str)]) -> WorkerConfig {
     let mut all = vec![("IMGPROXY_GRACEFUL_STOP_TIMEOUT", "5")];
     all.extend_from_slice(vars);
-    WorkerConfig::from_iter(all.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    WorkerConfig::from_vars(all.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
 }
 
 /// [`worker_config`] in which a loopback source server may be downloaded from.

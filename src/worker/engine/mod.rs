@@ -62,6 +62,11 @@ pub const DEFAULT_MAX_ANIMATION_FRAMES: u32 = 1;
 /// (then the whole animation counts against `IMGPROXY_MAX_SRC_RESOLUTION`).
 pub const DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION: f64 = 0.0;
 
+/// `IMGPROXY_AUTO_WEBP` / `IMGPROXY_ENFORCE_WEBP` / `IMGPROXY_AUTO_AVIF` /
+/// `IMGPROXY_ENFORCE_AVIF`: off, as in imgproxy, so a result never depends on `Accept` unless
+/// asked to (and so needs no `Vary: Accept`).
+pub const DEFAULT_FORMAT_NEGOTIATION: bool = false;
+
 /// `IMGPROXY_WATERMARK_OPACITY`: opacity of the configured watermark, 0..=1.
 pub const DEFAULT_WATERMARK_OPACITY: f64 = 1.0;
 
@@ -121,16 +126,23 @@ impl Default for EngineConfig {
             max_result_dimension: DEFAULT_MAX_RESULT_DIMENSION,
             max_animation_frames: DEFAULT_MAX_ANIMATION_FRAMES,
             max_animation_frame_resolution: DEFAULT_MAX_ANIMATION_FRAME_RESOLUTION,
-            auto_webp: false,
-            enforce_webp: false,
-            auto_avif: false,
-            enforce_avif: false,
+            auto_webp: DEFAULT_FORMAT_NEGOTIATION,
+            enforce_webp: DEFAULT_FORMAT_NEGOTIATION,
+            auto_avif: DEFAULT_FORMAT_NEGOTIATION,
+            enforce_avif: DEFAULT_FORMAT_NEGOTIATION,
             watermark: None,
             preferred_formats: format::DEFAULT_PREFERRED_FORMATS.to_vec(),
             watermark_opacity: DEFAULT_WATERMARK_OPACITY,
             max_jpeg_scans: DEFAULT_MAX_JPEG_SCANS,
             max_svg_filter_megapixels: DEFAULT_MAX_SVG_FILTER_MEGAPIXELS,
         }
+    }
+}
+
+impl EngineConfig {
+    /// Whether results depend on the request's `Accept` header (and so need `Vary: Accept`).
+    pub fn negotiates_format(&self) -> bool {
+        self.auto_webp || self.enforce_webp || self.auto_avif || self.enforce_avif
     }
 }
 

@@ -78,7 +78,7 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
     }
 
     let watermark = match (&config.watermark, po.watermark.enabled) {
-        // Checked at start-up, so this failing is ours, not the request's.
+        // Checked at start-up, so this failing is ours, not the source's: 500 (`Encode`).
         (Some(data), true) => {
             Some(
                 decode_watermark(data, config).map_err(|e| EngineError::Encode {
@@ -153,8 +153,6 @@ pub fn run(job: &Job<'_>, config: &EngineConfig) -> Result<Processed, EngineErro
     })
 }
 
-/// The watermark image as RGBA. A broken configured watermark is our problem, not the
-/// source's: 500.
 /// How much smaller the decoder may deliver the source (shrink-on-load; 1 = full size).
 /// JPEG and still WebP decoders can; trim needs the full-size pixels to find the edges.
 fn preshrink(source: &[u8], info: &SourceInfo, po: &ProcessingOptions) -> f64 {

@@ -201,6 +201,7 @@ fn connect_error(error: hyper_util::client::legacy::Error) -> FetchError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::FromVars;
 
     #[test]
     fn urls_are_normalised_before_vetting() {
@@ -217,7 +218,7 @@ mod tests {
 
     #[test]
     fn literal_loopback_is_refused_before_connecting() {
-        let config = crate::worker::config::WorkerConfig::from_iter(Vec::new())
+        let config = crate::worker::config::WorkerConfig::from_vars(Vec::new())
             .unwrap()
             .fetch;
         let source = HttpSource::new(&config);

@@ -2,9 +2,9 @@
 //!
 //! Every setting has a `DEFAULT_*` constant here and a row in [`SETTINGS`], which feeds
 //! `--help` and the README table (a test keeps the README in step). A bad value stops start-up
-//! with an error that names the variable and the value.
+//! with a [`SettingsError`] that names the variable and the value. The table type, the error
+//! and the parsers come from [`crate::settings`], which the worker's config shares.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::Uri;
@@ -12,7 +12,11 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::aws::AddressingStyle;
+use crate::cache::config::{S3Config, StorageConfig};
 use crate::cache::policy::{Rules, SvgRule};
+use crate::settings::{
+    FromVars, Setting, SettingsError, expand_bind, invalid, list, positive, read, row, seconds,
+};
 use crate::telemetry::LogFormat;
 
 /// `IMGPROXY_BIND`: where the proxy listens. `:8080` means every interface, as in the Go sidecar.
@@ -92,21 +96,6 @@ pub const DEFAULT_KNOWN_KEYS_CAPACITY: usize = 100_000;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 /// `LOG_FORMAT`: `text` for people, `json` for log pipelines.
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
-
-/// One row of the settings table: variable, default, meaning.
-pub struct Setting {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub meaning: &'static str,
-}
-
-const fn row(name: &'static str, default: &'static str, meaning: &'static str) -> Setting {
-    Setting {
-        name,
-        default,
-        meaning,
-    }
-}
 
 /// Every environment variable the proxy reads, for `--help` and the README.
 pub const SETTINGS: &[Setting] = &[
@@ -329,49 +318,6 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-/// Which store holds results.
-#[derive(Clone, PartialEq, Eq)]
-pub enum StorageConfig {
-    /// No `S3_BUCKET`: a directory on this machine.
-    Local {
-        dir: String,
-    },
-    S3(S3Config),
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3Config {
-    pub bucket: String,
-    pub endpoint: String,
-    pub region: String,
-    pub style: AddressingStyle,
-    pub assume_role_arn: Option<String>,
-    /// A shared secret between the role's owner and us: never logged.
-    pub assume_role_external_id: Option<String>,
-}
-
-// Hand-written so the external id can never reach a log line through `{:?}`.
-impl std::fmt::Debug for StorageConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StorageConfig::Local { dir } => write!(f, "local directory {dir}"),
-            StorageConfig::S3(s3) => write!(
-                f,
-                "s3 bucket {} at {} (region {}, {:?} style{})",
-                s3.bucket,
-                s3.endpoint,
-                s3.region,
-                s3.style,
-                if s3.assume_role_arn.is_some() {
-                    ", assumed role"
-                } else {
-                    ""
-                }
-            ),
-        }
-    }
-}
-
 /// How long a client may take; see the `DEFAULT_CLIENT_*` constants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTimeouts {
@@ -396,46 +342,18 @@ pub struct UploadConfig {
     pub known_keys_capacity: usize,
 }
 
-/// A setting that could not be used; the message names the variable and the value.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Parse(String),
-    #[error("{var}={value:?} is not valid: {why}")]
-    Invalid {
-        var: &'static str,
-        value: String,
-        why: &'static str,
-    },
-}
-
-impl Config {
-    /// Reads the process environment.
-    ///
-    /// # Errors
-    /// A variable that cannot be parsed or fails validation.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_vars(std::env::vars())
-    }
-
-    /// Reads settings from `(NAME, value)` pairs, so tests never touch the process environment.
-    ///
-    /// # Errors
-    /// A variable that cannot be parsed or fails validation.
-    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        // Empty values count as unset, as in a shell `FOO= cmd` or an env file with `FOO=`.
-        let vars = vars.into_iter().filter(|(_, v)| !v.is_empty());
-        let env: Env = envy::from_iter(vars).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        env.validate()
+impl FromVars for Config {
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, SettingsError> {
+        read::<Env>(vars, &[])?.validate()
     }
 }
 
 impl Env {
-    fn validate(self) -> Result<Config, ConfigError> {
-        let bind = expand_bind(self.imgproxy_bind.as_deref().unwrap_or(DEFAULT_BIND))?;
+    fn validate(self) -> Result<Config, SettingsError> {
+        let bind = expand_bind(
+            "IMGPROXY_BIND",
+            self.imgproxy_bind.as_deref().unwrap_or(DEFAULT_BIND),
+        )?;
         let upstream_raw = self
             .upstream_url
             .unwrap_or_else(|| DEFAULT_UPSTREAM_URL.into());
@@ -503,19 +421,19 @@ impl Env {
         let upload = UploadConfig {
             queue_capacity: positive(
                 "UPLOAD_QUEUE_CAPACITY",
-                self.upload_queue_capacity,
-                DEFAULT_UPLOAD_QUEUE_CAPACITY,
+                self.upload_queue_capacity
+                    .unwrap_or(DEFAULT_UPLOAD_QUEUE_CAPACITY),
             )?,
             queue_max_bytes,
             concurrency: positive(
                 "UPLOAD_CONCURRENCY",
-                self.upload_concurrency,
-                DEFAULT_UPLOAD_CONCURRENCY,
+                self.upload_concurrency
+                    .unwrap_or(DEFAULT_UPLOAD_CONCURRENCY),
             )?,
             max_attempts: positive(
                 "UPLOAD_MAX_ATTEMPTS",
-                self.upload_max_attempts,
-                DEFAULT_UPLOAD_MAX_ATTEMPTS,
+                self.upload_max_attempts
+                    .unwrap_or(DEFAULT_UPLOAD_MAX_ATTEMPTS),
             )?,
             retry_base: Duration::from_millis(
                 self.upload_retry_base_ms
@@ -525,10 +443,10 @@ impl Env {
                 self.upload_retry_max_ms
                     .unwrap_or(DEFAULT_UPLOAD_RETRY_MAX_MS),
             ),
-            timeout: secs(
+            timeout: seconds(
                 "UPLOAD_TIMEOUT_SECS",
-                self.upload_timeout_secs,
-                DEFAULT_UPLOAD_TIMEOUT_SECS,
+                self.upload_timeout_secs
+                    .unwrap_or(DEFAULT_UPLOAD_TIMEOUT_SECS),
             )?,
             dedup: choice(
                 "UPLOAD_DEDUP",
@@ -558,10 +476,10 @@ impl Env {
         Ok(Config {
             bind,
             upstream,
-            upstream_timeout: secs(
+            upstream_timeout: seconds(
                 "UPSTREAM_TIMEOUT_SECS",
-                self.upstream_timeout_secs,
-                DEFAULT_UPSTREAM_TIMEOUT_SECS,
+                self.upstream_timeout_secs
+                    .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_SECS),
             )?,
             health_check_timeout: Duration::from_secs(
                 self.health_check_timeout_in_sec
@@ -569,24 +487,23 @@ impl Env {
             ),
             max_connections: positive(
                 "MAX_CONNECTIONS",
-                self.max_connections,
-                DEFAULT_MAX_CONNECTIONS,
+                self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             )?,
             client: ClientTimeouts {
-                header: secs(
+                header: seconds(
                     "CLIENT_HEADER_TIMEOUT_SECS",
-                    self.client_header_timeout_secs,
-                    DEFAULT_CLIENT_HEADER_TIMEOUT_SECS,
+                    self.client_header_timeout_secs
+                        .unwrap_or(DEFAULT_CLIENT_HEADER_TIMEOUT_SECS),
                 )?,
-                keep_alive: secs(
+                keep_alive: seconds(
                     "CLIENT_KEEPALIVE_TIMEOUT_SECS",
-                    self.client_keepalive_timeout_secs,
-                    DEFAULT_CLIENT_KEEPALIVE_TIMEOUT_SECS,
+                    self.client_keepalive_timeout_secs
+                        .unwrap_or(DEFAULT_CLIENT_KEEPALIVE_TIMEOUT_SECS),
                 )?,
-                write: secs(
+                write: seconds(
                     "CLIENT_WRITE_TIMEOUT_SECS",
-                    self.client_write_timeout_secs,
-                    DEFAULT_CLIENT_WRITE_TIMEOUT_SECS,
+                    self.client_write_timeout_secs
+                        .unwrap_or(DEFAULT_CLIENT_WRITE_TIMEOUT_SECS),
                 )?,
             },
             storage,
@@ -629,21 +546,13 @@ impl Env {
     }
 }
 
-fn invalid(var: &'static str, value: &str, why: &'static str) -> ConfigError {
-    ConfigError::Invalid {
-        var,
-        value: value.to_owned(),
-        why,
-    }
-}
-
 /// One of a fixed set of words, compared without regard to case.
 fn choice<T: Copy>(
     var: &'static str,
     value: Option<String>,
     default: T,
     options: &[(&'static str, T)],
-) -> Result<T, ConfigError> {
+) -> Result<T, SettingsError> {
     let Some(value) = value else {
         return Ok(default);
     };
@@ -651,71 +560,29 @@ fn choice<T: Copy>(
         .iter()
         .find(|(word, _)| word.eq_ignore_ascii_case(value.trim()))
         .map(|(_, t)| *t)
-        .ok_or(ConfigError::Invalid {
-            var,
-            value,
-            why: "not one of the accepted words (see --help)",
-        })
-}
-
-fn positive(var: &'static str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
-    match value.unwrap_or(default) {
-        0 => Err(invalid(var, "0", "must be at least 1")),
-        n => Ok(n),
-    }
-}
-
-fn secs(var: &'static str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
-    positive(var, value.map(|v| v as usize), default as usize)
-        .map(|s| Duration::from_secs(s as u64))
+        .ok_or_else(|| invalid(var, &value, "not one of the accepted words (see --help)"))
 }
 
 /// A comma-separated list of networks (`10.0.0.0/8`, `fdaa::/16`) or single addresses.
-fn cidrs(var: &'static str, raw: &str) -> Result<Vec<IpNet>, ConfigError> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
+fn cidrs(var: &'static str, raw: &str) -> Result<Vec<IpNet>, SettingsError> {
+    list(raw)
         .map(|item| {
             item.parse::<IpNet>()
                 .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
                 .map(|net| net.trunc())
-                .map_err(|_| ConfigError::Invalid {
-                    var,
-                    value: raw.to_owned(),
-                    why: "expected comma-separated networks such as 10.0.0.0/8 or addresses",
+                .map_err(|_| {
+                    invalid(
+                        var,
+                        raw,
+                        "expected comma-separated networks such as 10.0.0.0/8 or addresses",
+                    )
                 })
         })
         .collect()
 }
 
-/// `:8080` → `0.0.0.0:8080` (Go's meaning); anything else must be `host:port`.
-fn expand_bind(raw: &str) -> Result<String, ConfigError> {
-    let addr = match raw.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}"),
-        None => raw.to_owned(),
-    };
-    let (_, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| invalid("IMGPROXY_BIND", raw, "expected HOST:PORT or :PORT"))?;
-    if port.parse::<u16>().is_err() {
-        return Err(invalid(
-            "IMGPROXY_BIND",
-            raw,
-            "the port is not a number from 0 to 65535",
-        ));
-    }
-    if addr.parse::<SocketAddr>().is_err() && addr.starts_with('[') {
-        return Err(invalid(
-            "IMGPROXY_BIND",
-            raw,
-            "not a valid IPv6 socket address",
-        ));
-    }
-    Ok(addr)
-}
-
 /// A base URL: scheme in `schemes`, a host, and no query (paths are appended to it).
-fn parse_base_url(var: &'static str, raw: &str, schemes: &[&str]) -> Result<Uri, ConfigError> {
+fn parse_base_url(var: &'static str, raw: &str, schemes: &[&str]) -> Result<Uri, SettingsError> {
     let uri: Uri = raw.parse().map_err(|_| invalid(var, raw, "not a URL"))?;
     match uri.scheme_str() {
         Some(s) if schemes.contains(&s) => {}
@@ -735,7 +602,7 @@ fn parse_base_url(var: &'static str, raw: &str, schemes: &[&str]) -> Result<Uri,
 mod tests {
     use super::*;
 
-    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn config(vars: &[(&str, &str)]) -> Result<Config, SettingsError> {
         Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 

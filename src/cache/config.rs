@@ -1,0 +1,48 @@
+//! The store's settings: which store holds results, and how to reach an S3 bucket. The proxy's
+//! config ([`crate::proxy::config`]) reads them from the environment; [`super::open_store`]
+//! opens the store they name.
+
+use crate::aws::AddressingStyle;
+
+/// Which store holds results.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// No `S3_BUCKET`: a directory on this machine.
+    Local {
+        dir: String,
+    },
+    S3(S3Config),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    pub endpoint: String,
+    pub region: String,
+    pub style: AddressingStyle,
+    pub assume_role_arn: Option<String>,
+    /// A shared secret between the role's owner and us: never logged.
+    pub assume_role_external_id: Option<String>,
+}
+
+// Hand-written so the external id can never reach a log line through `{:?}`.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageConfig::Local { dir } => write!(f, "local directory {dir}"),
+            StorageConfig::S3(s3) => write!(
+                f,
+                "s3 bucket {} at {} (region {}, {:?} style{})",
+                s3.bucket,
+                s3.endpoint,
+                s3.region,
+                s3.style,
+                if s3.assume_role_arn.is_some() {
+                    ", assumed role"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
