@@ -173,7 +173,7 @@ async fn serve(config: Config) -> ExitCode {
         StorageConfig::Local { .. } => " (S3_BUCKET is not set)",
         StorageConfig::S3(_) => "",
     };
-    let store = match open_store(&config).await {
+    let store = match open_store(&config.storage, config.upload.timeout).await {
         Ok(store) => store,
         Err(e) => {
             tracing::error!(error = %e, "cannot open the local store in CACHE_DIR");

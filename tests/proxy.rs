@@ -570,7 +570,9 @@ async fn local_store_keeps_plain_files() {
         &upstream,
         &[("CACHE_DIR", cache_dir), ("S3_FOLDER", "thumbs/")],
     );
-    let store = imgproxy_cache::cache::open_store(&config).await.unwrap();
+    let store = imgproxy_cache::cache::open_store(&config.storage, config.upload.timeout)
+        .await
+        .unwrap();
     let proxy = Proxy::start(config, store).await;
     let path = "/ok/local.jpg";
     let (_, _, body) = get(&proxy.url(path)).await;

@@ -1,6 +1,8 @@
-//! The store's settings: which store holds results, and how to reach an S3 bucket. The proxy's
-//! config ([`crate::proxy::config`]) reads them from the environment; [`super::open_store`]
-//! opens the store they name.
+//! The cache's settings: which store holds results, how to reach an S3 bucket, and how the
+//! upload queue works. The proxy's config ([`crate::proxy::config`]) reads them from the
+//! environment; [`super::open_store`] opens the store they name.
+
+use std::time::Duration;
 
 use crate::aws::AddressingStyle;
 
@@ -45,4 +47,31 @@ impl std::fmt::Debug for StorageConfig {
             ),
         }
     }
+}
+
+/// How an upload avoids writing an object that is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupMode {
+    /// HEAD the key first and skip the PUT when it exists: two round trips on a miss.
+    Head,
+    /// One PUT with `If-None-Match: *`; the store answers 412 when the object exists.
+    Conditional,
+    /// Always PUT (last writer wins).
+    None,
+}
+
+/// Settings of the upload queue.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    pub queue_capacity: usize,
+    pub queue_max_bytes: u64,
+    pub concurrency: usize,
+    pub max_attempts: usize,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub timeout: Duration,
+    pub dedup: DedupMode,
+    /// Nice value of the upload thread (0–19).
+    pub nice: i32,
+    pub known_keys_capacity: usize,
 }

@@ -28,13 +28,12 @@ mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 
-use crate::proxy::config::{Config, UploadConfig};
-use config::StorageConfig;
+use config::{StorageConfig, UploadConfig};
 pub use fill::Fill;
 pub use key::cache_key;
 use known::KnownKeys;
@@ -44,16 +43,18 @@ use queue::UploadQueue;
 pub use queue::{DrainReport, Uploader};
 pub use store::{Object, Store};
 
-/// Opens the store the configuration selects: S3 when `S3_BUCKET` is set, else `CACHE_DIR`.
+/// Opens the store `storage` names: S3 when `S3_BUCKET` is set, else `CACHE_DIR`. A call to
+/// the bucket may take `call_timeout` (`UPLOAD_TIMEOUT_SECS`).
 ///
 /// # Errors
 /// The local directory cannot be created.
-pub async fn open_store(config: &Config) -> std::io::Result<Arc<dyn Store>> {
-    Ok(match &config.storage {
+pub async fn open_store(
+    storage: &StorageConfig,
+    call_timeout: Duration,
+) -> std::io::Result<Arc<dyn Store>> {
+    Ok(match storage {
         StorageConfig::Local { dir } => Arc::new(fs::FsStore::open(dir)?),
-        StorageConfig::S3(s3) => {
-            Arc::new(s3::S3Store::from_config(s3, config.upload.timeout).await)
-        }
+        StorageConfig::S3(s3) => Arc::new(s3::S3Store::from_config(s3, call_timeout).await),
     })
 }
 

@@ -21,11 +21,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::config::UploadConfig;
 use super::known::KnownKeys;
 use super::metrics::{CacheMetrics, Outcome};
 use super::store::{Object, Store};
 use super::upload::{UploadOutcome, upload};
-use crate::proxy::config::UploadConfig;
 
 /// What [`UploadQueue::offer`] did with a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

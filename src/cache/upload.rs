@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
+use super::config::{DedupMode, UploadConfig};
 use super::metrics::{CacheMetrics, Outcome};
 use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
-use crate::proxy::config::{DedupMode, UploadConfig};
 
 /// What became of one upload. `attempts` counts every store call, HEADs included.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::aws::AddressingStyle;
-use crate::cache::config::{S3Config, StorageConfig};
+use crate::cache::config::{DedupMode, S3Config, StorageConfig, UploadConfig};
 use crate::cache::policy::{Rules, SvgRule};
 use crate::settings::{
     FromVars, Setting, SettingsError, expand_bind, invalid, list, positive, read, row, seconds,
@@ -246,17 +246,6 @@ pub const SETTINGS: &[Setting] = &[
     ),
 ];
 
-/// How an upload avoids writing an object that is already there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DedupMode {
-    /// HEAD the key first and skip the PUT when it exists: two round trips on a miss.
-    Head,
-    /// One PUT with `If-None-Match: *`; the store answers 412 when the object exists.
-    Conditional,
-    /// Always PUT (last writer wins).
-    None,
-}
-
 /// The raw environment, as `envy` reads it (field `foo_bar` is variable `FOO_BAR`).
 #[derive(Deserialize)]
 struct Env {
@@ -324,22 +313,6 @@ pub struct ClientTimeouts {
     pub header: Duration,
     pub keep_alive: Duration,
     pub write: Duration,
-}
-
-/// Settings of the upload queue.
-#[derive(Debug, Clone)]
-pub struct UploadConfig {
-    pub queue_capacity: usize,
-    pub queue_max_bytes: u64,
-    pub concurrency: usize,
-    pub max_attempts: usize,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub timeout: Duration,
-    pub dedup: DedupMode,
-    /// Nice value of the upload thread (0–19).
-    pub nice: i32,
-    pub known_keys_capacity: usize,
 }
 
 impl FromVars for Config {
