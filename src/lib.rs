@@ -1,25 +1,46 @@
-//! imgproxy-cache: a cache-on-write reverse proxy for imgproxy.
+//! imgproxy-cache: a reverse proxy for imgproxy that streams every result back and stores it in
+//! S3-compatible storage, plus a bundled imgproxy-compatible image server.
 //!
-//! A request arrives at [`proxy::run`]'s accept loop, which hands each connection to one of
-//! the serving threads ([`proxy::threads`], one per core), with the deadlines of
-//! [`proxy::conn`] on its socket; there [`proxy::handler`] forwards it to the upstream
-//! (imgproxy) through [`proxy::upstream`] and streams the answer back through [`proxy::tee`].
-//! When [`cache::policy`] says the response may be stored, the tee keeps a copy under a byte
-//! reservation from [`cache::queue`] and, once the body is complete, offers it to the queue,
-//! which uploads it in the background ([`cache::upload`]) to a [`cache::store`]: S3
-//! ([`cache::s3`]) or a local directory ([`cache::fs`]), under the key from [`cache::key`].
+//! One binary, two processes (`main.rs`): the proxy (`imgproxy-cache`, the default command) and
+//! the bundled worker (`imgproxy-cache worker`). In the container the worker is the proxy's
+//! upstream, reached over HTTP on loopback exactly like a real imgproxy; the two share no
+//! memory, and what the worker tells the proxy travels in headers ([`contract`]).
 //!
-//! - [`server`]: the one server kit both servers run on.
-//! - [`settings`]: the settings kit both configs share.
-//! - [`proxy`]: the server, its settings ([`proxy::config`]).
-//! - [`cache`]: keys, the storing policy, stores, and the upload queue.
-//! - [`metrics`]: Prometheus metric names, declared once.
-//! - [`body`]: the response body type and the short uncached answers.
+//! **Where a request goes.** [`proxy::run`] accepts connections through the [`server`] kit and
+//! hands each to a serving thread ([`proxy::threads`], one per core) with the deadlines of
+//! [`proxy::conn`] on its socket. [`proxy::handler`] asks the cache first
+//! ([`cache::Cache::lookup`]); on a miss it forwards the request to imgproxy
+//! ([`proxy::upstream`]) and streams the answer back ([`proxy::relay`]). The proxy's own
+//! endpoints (health, metrics) are [`proxy::internal`].
+//!
+//! **Where a result is stored.** The cache decides from the response head whether it may be
+//! stored ([`cache::policy`]), copies the body as it streams ([`cache::Fill`]) under one byte
+//! budget, and hands the complete copy to its upload queue, which stores it in the background,
+//! with retries and dedup, in a [`cache::Store`]: a bucket ([`cache::s3`], its client from
+//! [`aws`]) or a local directory ([`cache::fs`]), under the key from [`cache::key`].
+//!
+//! **Where a new cache tier goes.** In `cache/`, as another [`cache::Store`]-like layer that
+//! [`cache::Cache::lookup`] asks before it answers [`cache::Lookup::Miss`], and that a finished
+//! [`cache::Fill`] writes to. Nothing in `proxy/` changes for it.
+//!
+//! The modules:
+//! - [`proxy`]: the proxy server: settings ([`proxy::config`]), serving threads, client
+//!   deadlines, forwarding, hop-by-hop headers ([`proxy::headers`]), metrics
+//!   ([`proxy::metrics`]) and its own endpoints.
+//! - [`cache`]: the cache the proxy asks: keys, the storing policy, the copy, the upload
+//!   queue, the stores and their settings ([`cache::config`]).
+//! - `worker`: the bundled imgproxy-compatible image server: settings, URLs, sources, the image
+//!   engine. Behind the default-on `worker` cargo feature: `--no-default-features` builds the
+//!   proxy alone, without the image codecs.
+//! - [`server`]: the one accept loop both servers run on: connection places, every connection
+//!   task tracked, graceful shutdown within a deadline.
+//! - [`settings`]: the one settings kit both configs use: table rows (for `--help` and the
+//!   README), the error that names variable, value and why, the shared parsers.
+//! - [`aws`]: the one S3 client builder, for the store and the worker's `s3://` sources.
+//! - [`signature`]: imgproxy URL signatures, for the worker and `imgproxy-cache url`.
+//! - [`body`]: the one response body type, and the short uncached answers.
 //! - [`telemetry`]: logging set-up.
 //! - [`url_builder`]: signed imgproxy URLs and cached URLs, for `imgproxy-cache url`.
-//! - [`worker`]: the bundled imgproxy-compatible worker: URLs, signatures, fetching and the
-//!   image engine; behind the default-on `worker` cargo feature, so that
-//!   `--no-default-features` builds the proxy alone, without the image codecs.
 //! - `fuzzing` (hidden): what each fuzz target in `fuzz/` does with its input, shared with
 //!   the corpus replay test.
 
