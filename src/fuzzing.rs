@@ -108,7 +108,7 @@ const SOURCE_SIZES: [(u32, u32); 5] = [
 
 /// The worker's request path: [`parse_path`] (signing off, so the options are reached), then,
 /// as the pipeline does once it knows the source size, the plan and the result-size check
-/// ([`pipeline::check_result_size`]) for [`SOURCE_SIZES`], with and without an EXIF quarter
+/// (`pipeline::check_result_size`) for `SOURCE_SIZES`, with and without an EXIF quarter
 /// turn, for raster and vector sources.
 pub fn url(data: &[u8]) {
     static CONFIG: LazyLock<ParserConfig> = LazyLock::new(ParserConfig::default);
@@ -157,7 +157,7 @@ pub fn signature(data: &[u8]) {
     }
 }
 
-/// [`engine::probe`] on any bytes: format, size and frame count from the headers.
+/// [`engine::probe()`] on any bytes: format, size and frame count from the headers.
 pub fn probe(data: &[u8]) {
     let _ = engine::probe(data);
 }

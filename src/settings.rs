@@ -1,5 +1,5 @@
 //! The one settings kit: what the proxy's ([`crate::proxy::config`]) and the worker's
-//! ([`crate::worker::config`]) settings are read and described with.
+//! (`worker::config`, when built) settings are read and described with.
 //!
 //! - [`Setting`]: a row of a settings table, which feeds `--help` and the README.
 //! - [`SettingsError`]: why start-up stops, naming the variable, the value and the reason.

@@ -86,7 +86,7 @@ fn check(result: sys::avifResult) -> Result<(), EngineError> {
     Err(corrupt(format!("libavif: {}", text.to_string_lossy())))
 }
 
-/// The primary image's size, for [`super::probe`].
+/// The primary image's size, for [`super::probe()`].
 ///
 /// # Errors
 /// [`EngineError::Corrupt`] when the container doesn't parse.

@@ -3,7 +3,7 @@
 
 use crate::worker::options::ImageFormat;
 
-/// Everything that can stop [`process`](super::process) or [`probe`](super::probe).
+/// Everything that can stop [`process`](super::process) or [`probe`](fn@super::probe).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The source's resolution (all frames counted) exceeds `IMGPROXY_MAX_SRC_RESOLUTION`.

@@ -3,7 +3,7 @@
 //! layer runs [`process`] on a blocking thread.
 //!
 //! A job flows through these modules in order:
-//! - [`probe`]: format, size and frame count from headers; limits are enforced here first.
+//! - [`mod@probe`]: format, size and frame count from headers; limits are enforced here first.
 //! - [`geometry`]: imgproxy's size arithmetic (fit/fill/force/auto, dpr, zoom, enlarge, ...).
 //! - [`svg`]: SVG sources — sanitised SVG results, or rendered at the plan's scale.
 //! - [`decode`] (with [`jpeg`] and [`webp`] for shrink-on-load in libjpeg-turbo and libwebp,
@@ -14,7 +14,7 @@
 //! - [`resize`]: Lanczos3 resampling.
 //! - [`ops`]: pure pixel operations on `RgbaImage` (gravity crop, smart crop, extend, pad,
 //!   trim, effects, flatten, watermark) with imgproxy's placement rules.
-//! - [`format`]: which format the result is written in.
+//! - [`mod@format`]: which format the result is written in.
 //! - [`exif_out`]: which of the source's EXIF the result keeps (`strip_metadata`,
 //!   `keep_copyright`), written back as a TIFF block.
 //! - [`encode`]: the encoders, quality and `max_bytes`; [`embed`] puts the EXIF block into
@@ -146,7 +146,7 @@ impl EngineConfig {
     }
 }
 
-/// What [`probe`] learns from a source's headers.
+/// What [`probe()`] learns from a source's headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceInfo {
     pub format: ImageFormat,
@@ -187,7 +187,7 @@ pub fn check_watermark(data: &[u8]) -> Result<(), EngineError> {
 }
 
 /// Runs one job. CPU-bound and synchronous: the HTTP layer runs it on a blocking thread.
-/// Enforces `max_src_resolution` and the animation limits from the headers (via [`probe`])
+/// Enforces `max_src_resolution` and the animation limits from the headers (via [`probe()`])
 /// before decoding pixels.
 ///
 /// # Errors

@@ -11,7 +11,7 @@
 //!
 //! Nothing the source names is ever read: `<image>` hrefs resolve only from `data:` URLs and
 //! there is no resources directory. The only files read are the machine's own fonts
-//! ([`FONTS`]), which `<text>` is laid out with: the sanitised SVG keeps it as `<text>`
+//! (`FONTS`), which `<text>` is laid out with: the sanitised SVG keeps it as `<text>`
 //! (not paths), and rasterised results draw it. `usvg` drops text no font can lay out, so
 //! on a machine with no fonts at all `<text>` is missing from both (see docs/engine.md).
 
@@ -54,7 +54,7 @@ pub enum Loaded {
 }
 
 /// The intrinsic size in pixels (from `width`/`height`/`viewBox`, as `usvg` resolves them),
-/// for [`super::probe`].
+/// for [`super::probe()`].
 ///
 /// # Errors
 /// [`EngineError::Corrupt`] when the source isn't UTF-8 XML with an `<svg>` root of a

@@ -7,7 +7,7 @@
 //! `/private/x`). We match the parts of the URL the fetcher will really use instead, each parsed
 //! the way that fetcher parses it:
 //!
-//! - `http(s)`: the WHATWG-parsed URL ([`super::http::parse`]): the host whole (so
+//! - `http(s)`: the WHATWG-parsed URL (`super::http::parse`): the host whole (so
 //!   `http://example.com` without a trailing `/` no longer admits
 //!   `http://example.com@evil.com`), the port, the user info, and the path (dot segments
 //!   resolved) plus query as a prefix;
