@@ -684,7 +684,7 @@ async fn redirects_to_loopback_in_isolated_network() {
 
 /// Addresses the namespace of `ipv6_forms_of_refused_addresses_are_refused` puts on `lo`: IPv6
 /// forms that carry a loopback, link-local or private IPv4 address, and the private ranges
-/// imgproxy doesn't count (carrier-grade NAT, site-local).
+/// imgproxy doesn't count (carrier-grade NAT, benchmarking, reserved, site-local).
 const EMBEDDING_ADDRS: &[&str] = &[
     "64:ff9b::7f00:1",    // NAT64 of 127.0.0.1
     "2002:7f00:1::1",     // 6to4 of 127.0.0.1
@@ -692,6 +692,8 @@ const EMBEDDING_ADDRS: &[&str] = &[
     "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
     "2002:a9fe:a9fe::1",  // 6to4 of 169.254.169.254
     "100.64.0.1",         // carrier-grade NAT
+    "198.18.0.1",         // benchmarking
+    "240.0.0.1",          // reserved
     "fec0::1",            // site-local
     "64:ff9b::a00:1",     // NAT64 of 10.0.0.1
     "2002:a00:1::1",      // 6to4 of 10.0.0.1
@@ -699,8 +701,8 @@ const EMBEDDING_ADDRS: &[&str] = &[
 
 /// Source URLs on IP literals of every missing SSRF class are refused as "Invalid source URL"
 /// without the source being contacted: NAT64, 6to4 and IPv4-compatible forms of loopback and
-/// link-local addresses under the defaults, and carrier-grade NAT, site-local and the
-/// embedded forms of private addresses with private sources off. With every switch on the
+/// link-local addresses under the defaults, and carrier-grade NAT, benchmarking, reserved,
+/// site-local and the embedded forms of private addresses with private sources off. With every switch on the
 /// same URLs are served, so each source was reachable and the refusal was the policy.
 ///
 /// The addresses exist only inside a network namespace of the test's own (see

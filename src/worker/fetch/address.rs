@@ -46,8 +46,9 @@ pub const DNS_THREADS: usize = 4;
 
 /// Decides whether `ip` may be connected to, with imgproxy's categories: loopback and
 /// unspecified (`0.0.0.0`, `::`), link-local unicast and multicast, private networks — to
-/// which we add carrier-grade NAT (`100.64.0.0/10`), site-local IPv6 (`fec0::/10`) and local-use
-/// NAT64 (`64:ff9b:1::/48`) as private. An IPv6 address that carries an IPv4 one is judged as
+/// which we add carrier-grade NAT (`100.64.0.0/10`), benchmarking (`198.18.0.0/15`), reserved
+/// (`240.0.0.0/4`), site-local IPv6 (`fec0::/10`) and local-use NAT64 (`64:ff9b:1::/48`) as
+/// private. An IPv6 address that carries an IPv4 one is judged as
 /// that IPv4 address ([`embedded_ipv4`]), so `64:ff9b::7f00:1` is loopback.
 ///
 /// # Errors
@@ -114,7 +115,12 @@ fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();
-            v4.is_private() || (a == 100 && (b & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
+            v4.is_private()
+                || (a == 100 && (b & 0xc0) == 64) // 100.64.0.0/10, carrier-grade NAT
+                // 198.18.0.0/15 (RFC 2544 benchmarking) and 240.0.0.0/4 (reserved, with the
+                // broadcast address): never on the internet, so only ever an internal network.
+                || (a == 198 && (b & 0xfe) == 18)
+                || a >= 240
         }
         IpAddr::V6(v6) => {
             let [first, second, third, ..] = v6.segments();
@@ -349,6 +355,11 @@ mod tests {
             "2002:c0a8:101::",
             "::10.0.0.1",
             "::ffff:100.64.0.1",
+            "198.18.0.1",
+            "198.19.255.254",
+            "240.0.0.1",
+            "255.255.255.255",
+            "64:ff9b::c612:1",
         ] {
             assert_eq!(
                 check(&no_private, ip(private)),
@@ -361,6 +372,9 @@ mod tests {
         for public in [
             "100.63.255.255",
             "100.128.0.0",
+            "198.17.255.255",
+            "198.20.0.0",
+            "239.255.255.255",
             "fe7f::1",
             "64:ff9b::8.8.8.8",
             "64:ff9b:2::1",
