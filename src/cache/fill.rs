@@ -12,9 +12,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::Cache;
+use super::object::{Meta, Object};
 use super::policy::NotCacheable;
 use super::queue::{DropReason, Offer, Reservation};
-use super::store::Object;
+use std::time::SystemTime;
 
 /// A copy in progress, and where it goes when complete.
 pub struct Fill {
@@ -108,8 +109,11 @@ impl Fill {
         }
         let object = Object {
             body: std::mem::take(&mut self.buf).freeze(),
-            content_type: std::mem::take(&mut self.content_type),
-            cache_control: self.cache_control.take(),
+            meta: Meta::new(
+                std::mem::take(&mut self.content_type),
+                self.cache_control.take(),
+                SystemTime::now(),
+            ),
         };
         self.cache.queue.offer(reservation, object);
     }

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
+use super::object::{Meta, Object, Reading};
+use super::store::{PutMode, PutOutcome, Store, StoreError};
 
 const META_DIR: &str = ".meta";
 const TMP_DIR: &str = ".tmp";
@@ -111,9 +112,10 @@ impl Store for FsStore {
             return Ok(PutOutcome::AlreadyExists);
         }
         let meta = format!(
-            "{}\n{}\n",
-            object.content_type,
-            object.cache_control.as_deref().unwrap_or("")
+            "{}\n{}\n{}\n",
+            object.meta.content_type,
+            object.meta.cache_control.as_deref().unwrap_or(""),
+            object.meta.stored_at
         );
         let tmp_meta = self
             .write_tmp(Bytes::from(meta))
@@ -144,7 +146,7 @@ impl Store for FsStore {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
+    async fn read(&self, key: &str) -> Result<Option<Reading>, StoreError> {
         let (body_path, meta_path) = self.paths(key)?;
         let body = match tokio::fs::read(&body_path).await {
             Ok(body) => Bytes::from(body),
@@ -157,11 +159,26 @@ impl Store for FsStore {
         let mut lines = meta.lines();
         let content_type = lines.next().unwrap_or_default().to_owned();
         let cache_control = lines.next().filter(|l| !l.is_empty()).map(str::to_owned);
-        Ok(Some(Object {
+        let stored_at = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+        Ok(Some(Reading::whole(Object {
+            meta: Meta {
+                content_type,
+                cache_control,
+                stored_at,
+            },
             body,
-            content_type,
-            cache_control,
-        }))
+        })))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let (body_path, meta_path) = self.paths(key)?;
+        let existed = match tokio::fs::remove_file(&body_path).await {
+            Ok(()) => true,
+            Err(e) if e.kind() == IoKind::NotFound => false,
+            Err(e) => return Err(io_error("removing", &body_path, e)),
+        };
+        let _ = tokio::fs::remove_file(&meta_path).await;
+        Ok(existed)
     }
 }
 
@@ -172,9 +189,22 @@ mod tests {
     fn object(body: &'static [u8]) -> Object {
         Object {
             body: Bytes::from_static(body),
-            content_type: "image/png".into(),
-            cache_control: Some("max-age=60, public".into()),
+            meta: Meta {
+                content_type: "image/png".into(),
+                cache_control: Some("max-age=60, public".into()),
+                stored_at: 1_700_000_000,
+            },
         }
+    }
+
+    async fn read(key: &str, store: &FsStore) -> Option<Object> {
+        use futures_util::TryStreamExt;
+        let reading = store.read(key).await.unwrap()?;
+        let chunks: Vec<Bytes> = reading.body.try_collect().await.unwrap();
+        Some(Object {
+            meta: reading.meta,
+            body: chunks.concat().into(),
+        })
     }
 
     #[tokio::test]
@@ -190,7 +220,7 @@ mod tests {
             std::fs::read(dir.path().join("thumbs/abc")).unwrap(),
             b"png"
         );
-        assert_eq!(store.get("thumbs/abc").await.unwrap(), Some(object(b"png")));
+        assert_eq!(read("thumbs/abc", &store).await, Some(object(b"png")));
         assert_eq!(
             std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(),
             0
@@ -210,7 +240,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(second, PutOutcome::AlreadyExists);
-        assert_eq!(store.get("k").await.unwrap().unwrap().body, "first");
+        assert_eq!(read("k", &store).await.unwrap().body, "first");
     }
 
     #[tokio::test]

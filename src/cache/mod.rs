@@ -20,6 +20,7 @@ pub mod fs;
 pub mod key;
 mod known;
 pub mod metrics;
+pub mod object;
 pub mod policy;
 mod queue;
 pub mod s3;
@@ -38,10 +39,11 @@ pub use fill::Fill;
 pub use key::cache_key;
 use known::KnownKeys;
 use metrics::{CacheMetrics, Outcome};
+pub use object::{Meta, Object, Reading};
 use policy::{Cacheable, NotCacheable, Rules};
 use queue::UploadQueue;
 pub use queue::{DrainReport, Uploader};
-pub use store::{Object, Store};
+pub use store::Store;
 
 /// Opens the store `storage` names: S3 when `S3_BUCKET` is set, else `CACHE_DIR`. A call to
 /// the bucket may take `call_timeout` (`UPLOAD_TIMEOUT_SECS`).

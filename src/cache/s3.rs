@@ -9,7 +9,8 @@ use std::time::Duration;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::store::{Object, PutMode, PutOutcome, Store, StoreError};
+use super::object::{Meta, Object, Reading};
+use super::store::{PutMode, PutOutcome, Store, StoreError};
 use crate::aws::{self, AssumeRole, ClientSettings, Endpoint, RegionChoice};
 use crate::cache::config::S3Config;
 
@@ -90,8 +91,9 @@ impl Store for S3Store {
             .key(key)
             .body(ByteStream::from(object.body.clone()))
             .content_length(object.body.len() as i64)
-            .content_type(&object.content_type)
-            .set_cache_control(object.cache_control.clone());
+            .content_type(&object.meta.content_type)
+            .set_cache_control(object.meta.cache_control.clone())
+            .metadata(STORED_AT, object.meta.stored_at.to_string());
         if mode == PutMode::IfAbsent {
             put = put.if_none_match("*");
         }
@@ -104,7 +106,7 @@ impl Store for S3Store {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError> {
+    async fn read(&self, key: &str) -> Result<Option<Reading>, StoreError> {
         let got = self
             .client
             .get_object()
@@ -117,21 +119,57 @@ impl Store for S3Store {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
             Err(e) => return Err(classify("GET", e)),
         };
-        let content_type = out.content_type.unwrap_or_default();
-        let cache_control = out.cache_control;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::transient(format!("GET body: {e}")))?
-            .into_bytes();
-        Ok(Some(Object {
-            body,
-            content_type,
-            cache_control,
+        // An object someone else put has no `stored-at`: it was stored when it was modified.
+        let stored_at = out
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get(STORED_AT))
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| {
+                let modified = out.last_modified?;
+                u64::try_from(modified.secs()).ok()
+            })
+            .unwrap_or(0);
+        let meta = Meta {
+            content_type: out.content_type.unwrap_or_default(),
+            cache_control: out.cache_control,
+            stored_at,
+        };
+        let len = out
+            .content_length
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| StoreError::transient("GET: no Content-Length in the answer"))?;
+        let body = futures_util::stream::unfold(out.body, |mut body| async move {
+            let chunk = body.next().await?;
+            Some((
+                chunk.map_err(|e| StoreError::transient(format!("GET body: {e}"))),
+                body,
+            ))
+        });
+        Ok(Some(Reading {
+            meta,
+            len,
+            body: Box::pin(body),
         }))
     }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        // S3 answers a DELETE the same whether or not the key was there.
+        let existed = self.exists(key).await?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("DELETE", e))?;
+        Ok(existed)
+    }
 }
+
+/// The user metadata (`x-amz-meta-stored-at`) that keeps when a result was rendered, in
+/// seconds since the Unix epoch.
+const STORED_AT: &str = "stored-at";
 
 type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 

@@ -1,19 +1,10 @@
 //! The storage contract: where finished results live.
 //!
 //! Every backend stores whole objects only (an object is visible complete or not at all),
-//! reports whether an error can pass with time, and can read an object back, so read-through
-//! lookups (memory → local disk → S3 before calling the upstream) can stack stores later.
+//! reports whether an error can pass with time, and reads an object back as a stream, so the
+//! read path can ask the disk tier and the bucket before calling the upstream.
 
-use bytes::Bytes;
-
-/// A finished response, ready to be stored and served straight from the bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Object {
-    pub body: Bytes,
-    /// Copied from the upstream response; never empty (see `policy`).
-    pub content_type: String,
-    pub cache_control: Option<String>,
-}
+pub use super::object::{Object, Reading};
 
 /// How a PUT treats an object that already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,9 +83,16 @@ pub trait Store: Send + Sync + 'static {
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError>;
 
-    /// Reads an object back; `None` when there is none.
+    /// Opens the object under `key` for reading; `None` when there is none. The body streams:
+    /// a caller may serve its first bytes before the last have been read.
     ///
     /// # Errors
     /// The store could not be asked.
-    async fn get(&self, key: &str) -> Result<Option<Object>, StoreError>;
+    async fn read(&self, key: &str) -> Result<Option<Reading>, StoreError>;
+
+    /// Removes the object under `key`; `true` when there was one.
+    ///
+    /// # Errors
+    /// The store could not be asked; the object may still be there.
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
 }
