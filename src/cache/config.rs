@@ -75,3 +75,18 @@ pub struct UploadConfig {
     pub nice: i32,
     pub known_keys_capacity: usize,
 }
+
+/// Settings of the read path: the memory tier, single flight, reads of the stores.
+#[derive(Debug, Clone)]
+pub struct ReadConfig {
+    /// `MEMORY_CACHE_MAX_BYTES`; 0 turns the memory tier off.
+    pub memory_max_bytes: u64,
+    /// `MEMORY_CACHE_MAX_OBJECT_BYTES`: larger results are not held in memory.
+    pub memory_max_object_bytes: u64,
+    /// `COALESCE_TIMEOUT_SECS`: how long a request waits for the head of a render in flight.
+    pub coalesce_timeout: Duration,
+    /// `STORE_READS`: whether the bucket is asked before the upstream.
+    pub bucket_reads: bool,
+    /// `STORE_READ_TIMEOUT_MS`: limit for a store's answer to a read (its head).
+    pub store_read_timeout: Duration,
+}

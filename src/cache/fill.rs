@@ -115,6 +115,7 @@ impl Fill {
                 SystemTime::now(),
             ),
         };
+        self.cache.hold_in_memory(&self.key, &object);
         self.cache.queue.offer(reservation, object);
     }
 

@@ -62,6 +62,49 @@ impl EncodeLabelValue for NotCacheable {
     }
 }
 
+/// How a lookup before the upstream ended: the `result` label of
+/// `imgproxy_cache_lookups_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum LookupResult {
+    HitMemory,
+    HitDisk,
+    HitBucket,
+    /// Joined a render in flight for the key.
+    Coalesced,
+    /// Waited for a flight that could not serve it (not storable, no room, or
+    /// `COALESCE_TIMEOUT_SECS`), then asked the upstream.
+    Released,
+    /// No tier had it: the request renders it.
+    Miss,
+    /// Not a `GET` or `HEAD`: straight to the upstream.
+    Bypass,
+}
+
+impl LookupResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupResult::HitMemory => "hit_memory",
+            LookupResult::HitDisk => "hit_disk",
+            LookupResult::HitBucket => "hit_bucket",
+            LookupResult::Coalesced => "coalesced",
+            LookupResult::Released => "released",
+            LookupResult::Miss => "miss",
+            LookupResult::Bypass => "bypass",
+        }
+    }
+}
+
+impl EncodeLabelValue for LookupResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabel {
+    result: LookupResult,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: Outcome,
@@ -83,6 +126,15 @@ pub struct CacheMetrics {
     pub queue_depth: Gauge,
     /// Bytes held by copies in flight and by uploads waiting or running.
     pub queue_bytes: Gauge,
+
+    // The read path.
+    /// Lookups before the upstream, by [`LookupResult`].
+    lookups: Family<LookupLabel, Counter>,
+    /// Bytes held by the memory tier (bodies, metadata, keys and an estimate of overhead).
+    pub memory_bytes: Gauge,
+    pub memory_entries: Gauge,
+    /// Results the memory tier pushed out to make room.
+    pub memory_evictions: Counter,
 }
 
 impl CacheMetrics {
@@ -94,6 +146,10 @@ impl CacheMetrics {
             upload_retries: Counter::default(),
             queue_depth: Gauge::default(),
             queue_bytes: Gauge::default(),
+            lookups: Family::default(),
+            memory_bytes: Gauge::default(),
+            memory_entries: Gauge::default(),
+            memory_evictions: Counter::default(),
         };
         registry.register(
             "uploads",
@@ -120,7 +176,31 @@ impl CacheMetrics {
             "Bytes held by uploads waiting or running",
             metrics.queue_bytes.clone(),
         );
+        registry.register(
+            "lookups",
+            "Lookups before the upstream, by result",
+            metrics.lookups.clone(),
+        );
+        registry.register(
+            "memory_bytes",
+            "Bytes held by the memory tier",
+            metrics.memory_bytes.clone(),
+        );
+        registry.register(
+            "memory_entries",
+            "Results held by the memory tier",
+            metrics.memory_entries.clone(),
+        );
+        registry.register(
+            "memory_evictions",
+            "Results the memory tier evicted to make room",
+            metrics.memory_evictions.clone(),
+        );
         metrics
+    }
+
+    pub fn lookup(&self, result: LookupResult) {
+        self.lookups.get_or_create(&LookupLabel { result }).inc();
     }
 
     pub fn upload(&self, outcome: Outcome) {

@@ -16,9 +16,11 @@
 
 pub mod config;
 mod fill;
+pub mod flight;
 pub mod fs;
 pub mod key;
 mod known;
+pub mod memory;
 pub mod metrics;
 pub mod object;
 pub mod policy;
@@ -31,42 +33,134 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, Method, StatusCode};
+use tokio::sync::Semaphore;
 
-use config::{StorageConfig, UploadConfig};
+use config::{ReadConfig, StorageConfig, UploadConfig};
 pub use fill::Fill;
+pub use flight::{Attached, Follower};
+use flight::{Flights, Leader, Publisher, Release, Role, Source};
 pub use key::cache_key;
 use known::KnownKeys;
-use metrics::{CacheMetrics, Outcome};
+use memory::Memory;
+use metrics::{CacheMetrics, LookupResult, Outcome};
 pub use object::{Meta, Object, Reading};
 use policy::{Cacheable, NotCacheable, Rules};
-use queue::UploadQueue;
 pub use queue::{DrainReport, Uploader};
-pub use store::Store;
+use queue::{Hold, UploadQueue};
+pub use store::{PutMode, Store};
 
-/// Opens the store `storage` names: S3 when `S3_BUCKET` is set, else `CACHE_DIR`. A call to
-/// the bucket may take `call_timeout` (`UPLOAD_TIMEOUT_SECS`).
+/// Where results are kept, below the memory tier.
+#[derive(Clone)]
+pub struct Stores {
+    /// Where uploads go, and the last tier read: the bucket, or the local directory when there
+    /// is no bucket.
+    pub last: Arc<dyn Store>,
+    /// Which tier `last` is.
+    pub last_tier: Tier,
+    /// The disk tier in front of a bucket (`CACHE_DIR` set with `S3_BUCKET`).
+    pub disk: Option<Arc<dyn Store>>,
+}
+
+impl Stores {
+    /// A bucket alone.
+    pub fn bucket(store: Arc<dyn Store>) -> Stores {
+        Stores {
+            last: store,
+            last_tier: Tier::Bucket,
+            disk: None,
+        }
+    }
+
+    /// A local directory alone.
+    pub fn local(store: Arc<dyn Store>) -> Stores {
+        Stores {
+            last: store,
+            last_tier: Tier::Disk,
+            disk: None,
+        }
+    }
+
+    /// The stores in one line (health endpoint, start-up log).
+    pub fn describe(&self) -> String {
+        match &self.disk {
+            Some(disk) => format!(
+                "{}, with a disk tier in {}",
+                self.last.describe(),
+                disk.describe()
+            ),
+            None => self.last.describe(),
+        }
+    }
+}
+
+/// A bucket alone (what the tests run over).
+impl From<Arc<dyn Store>> for Stores {
+    fn from(store: Arc<dyn Store>) -> Stores {
+        Stores::bucket(store)
+    }
+}
+
+impl<S: Store> From<Arc<S>> for Stores {
+    fn from(store: Arc<S>) -> Stores {
+        Stores::bucket(store)
+    }
+}
+
+/// Opens the stores `storage` names: S3 when `S3_BUCKET` is set, with the disk tier in
+/// `CACHE_DIR` in front when that is set too; else `CACHE_DIR` alone. A call to the bucket may
+/// take `call_timeout` (`UPLOAD_TIMEOUT_SECS`).
 ///
 /// # Errors
 /// The local directory cannot be created.
 pub async fn open_store(
     storage: &StorageConfig,
     call_timeout: Duration,
-) -> std::io::Result<Arc<dyn Store>> {
+) -> std::io::Result<Stores> {
     Ok(match storage {
-        StorageConfig::Local { dir } => Arc::new(fs::FsStore::open(dir)?),
-        StorageConfig::S3(s3) => Arc::new(s3::S3Store::from_config(s3, call_timeout).await),
+        StorageConfig::Local { dir } => Stores::local(Arc::new(fs::FsStore::open(dir)?)),
+        StorageConfig::S3(s3) => {
+            Stores::bucket(Arc::new(s3::S3Store::from_config(s3, call_timeout).await))
+        }
     })
 }
 
-/// The one object the proxy talks to about storing, shared by every serving thread.
+/// A tier that holds finished results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Disk,
+    Bucket,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Disk => "disk",
+            Tier::Bucket => "bucket",
+        }
+    }
+}
+
+/// Disk-tier writes running at once; past it a result is not copied to disk (it is in the
+/// bucket or on its way there).
+const DISK_WRITES_MAX: usize = 4;
+
+/// The one object the proxy talks to about stored results, shared by every serving thread.
 pub struct Cache {
     key_prefix: String,
     rules: Rules,
-    store: Arc<dyn Store>,
+    read: ReadConfig,
+    memory: Memory,
+    stores: Stores,
+    flights: Arc<Flights>,
     queue: UploadQueue,
     metrics: Arc<CacheMetrics>,
+    disk_writes: Arc<Semaphore>,
     /// Advice on a reason that may mean nothing gets stored is logged once per reason; the
     /// metric counts every case.
     hinted: Hinted,
@@ -80,9 +174,70 @@ struct Hinted {
 
 /// What the cache has for a request, asked before the upstream is called.
 pub enum Lookup {
+    /// A complete result in memory.
+    Hit(Hit),
+    /// A result found in the disk tier or the bucket: its head, and its body as it is read.
+    Stored(Attached, Tier),
+    /// A render or a read of a lower tier is in flight for the key: wait for its head, then
+    /// stream its body.
+    Join(Joining),
     /// Nothing to serve from here: forward the request, then [`Miss::decide`] on the answer.
-    /// (The read path adds a hit, and joining a fill already in flight.)
     Miss(Miss),
+}
+
+/// A result found in memory.
+pub struct Hit {
+    pub object: Arc<Object>,
+}
+
+/// A request that found a flight for its key.
+pub struct Joining {
+    follower: Follower,
+    /// What the request becomes when the flight can't serve it.
+    fallback: Miss,
+    timeout: Duration,
+}
+
+/// What a request that joined a flight gets.
+pub enum Joined {
+    /// The flight's head and a reader of its body from the first byte.
+    Attached(Attached, Tier),
+    /// A follower of a render by another request.
+    Coalesced(Attached),
+    /// The flight can't serve it: ask the upstream.
+    Miss(Miss),
+}
+
+impl Joining {
+    /// Waits at most `COALESCE_TIMEOUT_SECS` for the flight's head.
+    pub async fn attach(self) -> Joined {
+        let Joining {
+            follower,
+            fallback,
+            timeout,
+        } = self;
+        match follower.attach(timeout).await {
+            Ok(attached) => match attached.source {
+                Source::Upstream => {
+                    fallback.cache.metrics.lookup(LookupResult::Coalesced);
+                    Joined::Coalesced(attached)
+                }
+                Source::Disk => {
+                    fallback.cache.metrics.lookup(LookupResult::HitDisk);
+                    Joined::Attached(attached, Tier::Disk)
+                }
+                Source::Bucket => {
+                    fallback.cache.metrics.lookup(LookupResult::HitBucket);
+                    Joined::Attached(attached, Tier::Bucket)
+                }
+            },
+            Err(why) => {
+                tracing::debug!(key = %fallback.key, ?why, "flight released a follower");
+                fallback.cache.metrics.lookup(LookupResult::Released);
+                Joined::Miss(fallback)
+            }
+        }
+    }
 }
 
 /// A request the upstream must answer; remembers what the storing decision needs of it.
@@ -91,44 +246,166 @@ pub struct Miss {
     key: String,
     method: Method,
     ranged: bool,
+    /// The request leads the key's flight: its followers wait for this answer.
+    leader: Option<Leader>,
 }
 
 impl Cache {
-    /// A cache over `store`, keyed under `key_prefix`, storing what `rules` allow. The upload
-    /// queue starts on its own thread; the returned [`Uploader`] drains it at shutdown.
+    /// A cache over `stores`, keyed under `key_prefix`, storing what `rules` allow, reading as
+    /// `read` says. The upload queue starts on its own thread; the returned [`Uploader`]
+    /// drains it at shutdown.
     pub fn start(
-        store: Arc<dyn Store>,
+        stores: Stores,
         key_prefix: String,
         rules: Rules,
+        read: ReadConfig,
         upload: UploadConfig,
         metrics: Arc<CacheMetrics>,
     ) -> (Arc<Cache>, Uploader) {
         let known = Arc::new(KnownKeys::new(upload.known_keys_capacity));
-        let (queue, uploader) = UploadQueue::start(store.clone(), upload, known, metrics.clone());
+        let (queue, uploader) =
+            UploadQueue::start(stores.last.clone(), upload, known, metrics.clone());
+        let memory = Memory::new(
+            read.memory_max_bytes,
+            read.memory_max_object_bytes.min(rules.max_bytes),
+            metrics.memory_evictions.clone(),
+        );
         let cache = Cache {
             key_prefix,
             rules,
-            store,
+            read,
+            memory,
+            stores,
+            flights: Arc::default(),
             queue,
             metrics,
+            disk_writes: Arc::new(Semaphore::new(DISK_WRITES_MAX)),
             hinted: Hinted::default(),
         };
         (Arc::new(cache), uploader)
     }
 
     /// Where `method path` can be answered from. `ranged`: the request has a `Range` header.
-    pub fn lookup(self: &Arc<Self>, method: &Method, path: &str, ranged: bool) -> Lookup {
-        Lookup::Miss(Miss {
+    ///
+    /// `GET` and `HEAD` read through the tiers: memory, then a flight in progress, then (as
+    /// the key's new leader) the disk tier and the bucket. Any other method goes to the
+    /// upstream untouched. A `HEAD` never leads a render: when no tier has the key it goes to
+    /// the upstream as it came, and the followers it gathered ask for themselves.
+    pub async fn lookup(self: &Arc<Self>, method: &Method, path: &str, ranged: bool) -> Lookup {
+        let key = cache_key(&self.key_prefix, path);
+        let miss = |leader| Miss {
             cache: self.clone(),
-            key: cache_key(&self.key_prefix, path),
+            key: key.clone(),
             method: method.clone(),
             ranged,
-        })
+            leader,
+        };
+        if method != Method::GET && method != Method::HEAD {
+            self.metrics.lookup(LookupResult::Bypass);
+            return Lookup::Miss(miss(None));
+        }
+        if let Some(object) = self.memory.get(&key) {
+            self.metrics.lookup(LookupResult::HitMemory);
+            return Lookup::Hit(Hit { object });
+        }
+        let leader = match self.flights.join(&key) {
+            Role::Follower(follower) => {
+                return Lookup::Join(Joining {
+                    follower,
+                    fallback: miss(None),
+                    timeout: self.read.coalesce_timeout,
+                });
+            }
+            Role::Leader(leader) => leader,
+        };
+        let leader = match self.read_tiers(&key, leader).await {
+            Ok((attached, tier)) => {
+                self.metrics.lookup(match tier {
+                    Tier::Disk => LookupResult::HitDisk,
+                    _ => LookupResult::HitBucket,
+                });
+                return Lookup::Stored(attached, tier);
+            }
+            Err(leader) => leader,
+        };
+        self.metrics.lookup(LookupResult::Miss);
+        if method == Method::HEAD {
+            leader.release(Release::NotStorable);
+            return Lookup::Miss(miss(None));
+        }
+        Lookup::Miss(miss(Some(leader)))
     }
 
-    /// The store, in one line (health endpoint, start-up log).
+    /// Asks the disk tier, then the bucket, for `key`. Found: the leader's flight is fed from
+    /// that store, and the leader reads it like any follower.
+    async fn read_tiers(
+        self: &Arc<Self>,
+        key: &str,
+        leader: Leader,
+    ) -> Result<(Attached, Tier), Leader> {
+        let mut tiers = Vec::with_capacity(2);
+        if let Some(disk) = &self.stores.disk {
+            tiers.push((disk.clone(), Tier::Disk));
+        }
+        if self.read.bucket_reads || self.stores.last_tier == Tier::Disk {
+            tiers.push((self.stores.last.clone(), self.stores.last_tier));
+        }
+        let mut leader = leader;
+        for (store, tier) in tiers {
+            let read = tokio::time::timeout(self.read.store_read_timeout, store.read(key)).await;
+            let reading = match read {
+                Ok(Ok(Some(reading))) => reading,
+                Ok(Ok(None)) => continue,
+                Ok(Err(error)) => {
+                    tracing::debug!(%key, tier = tier.as_str(), %error, "read failed");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(%key, tier = tier.as_str(), "read timed out");
+                    continue;
+                }
+            };
+            match self.publish_reading(key, leader, reading, tier) {
+                Ok(attached) => return Ok((attached, tier)),
+                Err(back) => leader = back,
+            }
+        }
+        Err(leader)
+    }
+
+    /// Feeds the leader's flight from a store's reading.
+    fn publish_reading(
+        self: &Arc<Self>,
+        key: &str,
+        leader: Leader,
+        reading: Reading,
+        tier: Tier,
+    ) -> Result<Attached, Leader> {
+        if reading.len > self.rules.max_bytes {
+            tracing::debug!(%key, len = reading.len, "stored object above MAX_CACHEABLE_BYTES, not served from the store");
+            return Err(leader);
+        }
+        let Ok(hold) = self.queue.hold(reading.len) else {
+            return Err(leader);
+        };
+        let source = match tier {
+            Tier::Disk => Source::Disk,
+            _ => Source::Bucket,
+        };
+        let publisher = leader.publish(reading.meta, reading.len, source);
+        let attached = publisher.attached();
+        let pump = Pump {
+            cache: self.clone(),
+            publisher,
+            hold,
+        };
+        tokio::spawn(pump.run(reading.body));
+        Ok(attached)
+    }
+
+    /// The stores, in one line (health endpoint, start-up log).
     pub fn describe(&self) -> String {
-        self.store.describe()
+        self.stores.describe()
     }
 
     /// Uploads waiting or running right now.
@@ -170,15 +447,79 @@ impl Cache {
         }
         self.not_stored(key, reason);
     }
+
+    /// A flight's body arrived whole: memory first (so the next request finds it there
+    /// before the flight is gone), then the stores below that don't have it yet.
+    fn landed(self: &Arc<Self>, publisher: Publisher, hold: Hold, object: Object) {
+        let key = publisher.key().to_owned();
+        let source = publisher.source();
+        self.hold_in_memory(&key, &object);
+        publisher.land();
+        match source {
+            Source::Upstream => {
+                if let Some(disk) = &self.stores.disk {
+                    self.write_disk(disk.clone(), &key, object.clone());
+                }
+                self.queue.offer_held(&key, hold, object);
+            }
+            Source::Bucket => {
+                drop(hold);
+                self.queue.remember(&key);
+                if let Some(disk) = &self.stores.disk {
+                    self.write_disk(disk.clone(), &key, object);
+                }
+            }
+            Source::Disk => {}
+        }
+    }
+
+    /// Copies a result into the disk tier in the background, when a write slot is free.
+    fn write_disk(&self, disk: Arc<dyn Store>, key: &str, object: Object) {
+        let Ok(slot) = self.disk_writes.clone().try_acquire_owned() else {
+            tracing::debug!(%key, "disk tier busy, result not copied to it");
+            return;
+        };
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = disk.put(&key, &object, PutMode::Overwrite).await {
+                tracing::warn!(%key, %error, "disk tier write failed");
+            }
+            drop(slot);
+        });
+    }
+
+    /// Puts a finished result in the memory tier (if it is admitted there).
+    fn hold_in_memory(&self, key: &str, object: &Object) {
+        self.memory.insert(key, Arc::new(object.clone()));
+        self.record_memory();
+    }
+
+    fn record_memory(&self) {
+        let (bytes, entries) = self.memory.usage();
+        self.metrics
+            .memory_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.metrics
+            .memory_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
 }
 
 impl Miss {
+    /// Whether this request leads its key's flight. A leader asks the upstream for the whole
+    /// result: the caller removes `Range`, `If-Range`, `If-None-Match` and `If-Modified-Since`
+    /// before forwarding, and answers the client's own conditions from the flight.
+    pub fn leads(&self) -> bool {
+        self.leader.is_some()
+    }
+
     /// The upstream answered with `status` and `headers`, as received (the body's framing is
     /// among the hop-by-hop headers): may the response be stored?
     pub fn decide(self, status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Verdict {
+        let ranged = self.ranged && !self.leads();
         let verdict = policy::decide(
             &self.method,
-            self.ranged,
+            ranged,
             status,
             headers,
             &self.cache.rules,
@@ -190,6 +531,7 @@ impl Miss {
         Verdict {
             miss: self,
             verdict,
+            now,
         }
     }
 }
@@ -198,31 +540,113 @@ impl Miss {
 pub struct Verdict {
     miss: Miss,
     verdict: Cacheable,
+    now: SystemTime,
+}
+
+/// How a decided response's body reaches its client.
+pub enum Reply {
+    /// Straight from the upstream to this client, through the copy when there is one.
+    Direct(Option<Fill>),
+    /// Through the key's flight: run the [`Pump`] on the upstream body and answer this client
+    /// (and every follower) from the flight.
+    Shared(Pump),
 }
 
 impl Verdict {
-    /// The fill to feed the body through, for a response to be stored; `headers` are the
-    /// ones that go with the object (hop-by-hop ones removed). `None` streams the body
-    /// uncopied: not storable, stored already, being copied by another request, or no room
-    /// to hold it.
-    pub fn fill(self, headers: &HeaderMap) -> Option<Fill> {
-        let Cacheable::Yes { expected_len } = self.verdict else {
-            return None;
-        };
-        let Miss { cache, key, .. } = self.miss;
-        match cache.queue.reserve(&key, expected_len) {
-            Err(early) => {
-                cache.queue.record(&key, early);
-                None
+    /// How the body goes on; `headers` are the ones that go with the object (hop-by-hop ones
+    /// removed). A leader's storable answer with a length is shared through the flight; one
+    /// without a length is copied as it streams to the leader alone; anything else streams
+    /// uncopied, and the followers ask the upstream themselves.
+    pub fn reply(self, headers: &HeaderMap) -> Reply {
+        let Verdict { miss, verdict, now } = self;
+        let Miss {
+            cache, key, leader, ..
+        } = miss;
+        let expected_len = match verdict {
+            Cacheable::Yes { expected_len } => expected_len,
+            Cacheable::No(_) => {
+                if let Some(leader) = leader {
+                    leader.release(Release::NotStorable);
+                }
+                return Reply::Direct(None);
             }
-            Ok(reservation) => Some(Fill::new(
-                cache,
-                key,
-                header_string(headers, &CONTENT_TYPE).unwrap_or_default(),
-                header_string(headers, &CACHE_CONTROL),
-                expected_len,
-                reservation,
-            )),
+        };
+        let content_type = header_string(headers, &CONTENT_TYPE).unwrap_or_default();
+        let cache_control = header_string(headers, &CACHE_CONTROL);
+        match (leader, expected_len) {
+            (Some(leader), Some(len)) => match cache.queue.hold(len) {
+                Ok(hold) => {
+                    let meta = Meta::new(content_type, cache_control, now);
+                    let publisher = leader.publish(meta, len, Source::Upstream);
+                    Reply::Shared(Pump {
+                        cache,
+                        publisher,
+                        hold,
+                    })
+                }
+                Err(offer) => {
+                    leader.release(Release::NoRoom);
+                    cache.queue.record(&key, offer);
+                    Reply::Direct(None)
+                }
+            },
+            (leader, expected_len) => {
+                if let Some(leader) = leader {
+                    leader.release(Release::NoLength);
+                }
+                match cache.queue.reserve(&key, expected_len) {
+                    Err(early) => {
+                        cache.queue.record(&key, early);
+                        Reply::Direct(None)
+                    }
+                    Ok(reservation) => Reply::Direct(Some(Fill::new(
+                        cache,
+                        key,
+                        content_type,
+                        cache_control,
+                        expected_len,
+                        reservation,
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// Feeds a flight from a body, on a task of its own: the render goes on whoever leaves.
+pub struct Pump {
+    cache: Arc<Cache>,
+    publisher: Publisher,
+    hold: Hold,
+}
+
+impl Pump {
+    /// The flight's head, and a reader of its body from the first byte.
+    pub fn attached(&self) -> Attached {
+        self.publisher.attached()
+    }
+
+    /// Reads `body` into the flight to its end, then stores the result.
+    pub async fn run<E: std::fmt::Display>(
+        mut self,
+        body: impl Stream<Item = Result<Bytes, E>> + Send,
+    ) {
+        let key = self.publisher.key().to_owned();
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let pushed = match chunk {
+                Ok(chunk) => self.publisher.push(chunk).map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = pushed {
+                tracing::warn!(%key, %error, "result body failed midway");
+                self.cache.not_stored(&key, NotCacheable::Incomplete);
+                return;
+            }
+        }
+        match self.publisher.complete() {
+            Some(object) => self.cache.landed(self.publisher, self.hold, object),
+            None => self.cache.not_stored(&key, NotCacheable::Incomplete),
         }
     }
 }

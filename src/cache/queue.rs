@@ -166,21 +166,17 @@ struct Job {
     _reservation: Reservation,
 }
 
-/// A result's claim on the upload path, from the first copied byte until its upload ends:
-/// the key stays in flight and the bytes stay taken. Dropping it gives both back, however the
-/// result ends (copy cut short, stored, failed, abandoned, or refused by a full channel).
-pub struct Reservation {
-    key: String,
+/// Bytes taken from the upload budget (`UPLOAD_QUEUE_MAX_BYTES`) for one copy, from its first
+/// byte until its upload ends; dropping it gives them back.
+pub struct Hold {
     bytes: OwnedSemaphorePermit,
     budget: Arc<Semaphore>,
-    /// Offered and accepted: counted in `pending` and the queue depth.
-    queued: bool,
     shared: Arc<Shared>,
 }
 
-impl Reservation {
+impl Hold {
     /// Makes sure `len` bytes are held; `false` when the budget has no room for them.
-    pub fn hold(&mut self, len: usize) -> bool {
+    pub fn grow(&mut self, len: usize) -> bool {
         let held = self.bytes.num_permits();
         if len <= held {
             return true;
@@ -200,6 +196,31 @@ impl Reservation {
     }
 }
 
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let held = i64::try_from(self.bytes.num_permits()).unwrap_or(i64::MAX);
+        self.shared.metrics.queue_bytes.dec_by(held);
+    }
+}
+
+/// A result's claim on the upload path, from the first copied byte until its upload ends:
+/// the key stays in flight and the bytes stay taken. Dropping it gives both back, however the
+/// result ends (copy cut short, stored, failed, abandoned, or refused by a full channel).
+pub struct Reservation {
+    key: String,
+    hold: Hold,
+    /// Offered and accepted: counted in `pending` and the queue depth.
+    queued: bool,
+    shared: Arc<Shared>,
+}
+
+impl Reservation {
+    /// Makes sure `len` bytes are held; `false` when the budget has no room for them.
+    pub fn hold(&mut self, len: usize) -> bool {
+        self.hold.grow(len)
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut in_flight = self
@@ -213,8 +234,6 @@ impl Drop for Reservation {
             self.shared.pending.fetch_sub(1, Ordering::Relaxed);
             self.shared.metrics.queue_depth.dec();
         }
-        let held = i64::try_from(self.bytes.num_permits()).unwrap_or(i64::MAX);
-        self.shared.metrics.queue_bytes.dec_by(held);
     }
 }
 
@@ -288,14 +307,36 @@ impl UploadQueue {
         if self.tx.capacity() == 0 {
             return Err(Offer::Dropped(DropReason::Full));
         }
+        let hold = self.hold(len.unwrap_or(0))?;
+        self.claim(key, hold)
+    }
+
+    /// Takes `len` bytes from the budget for a copy that is not (yet) claimed for an upload:
+    /// a render shared by the requests that wait for it, which may turn out stored already.
+    ///
+    /// # Errors
+    /// No room: [`DropReason::Bytes`].
+    pub fn hold(&self, len: u64) -> Result<Hold, Offer> {
         // MAX_CACHEABLE_BYTES fits a u32 (config), and the policy enforced it.
-        let up_front =
-            u32::try_from(len.unwrap_or(0)).map_err(|_| Offer::Dropped(DropReason::Bytes))?;
+        let up_front = u32::try_from(len).map_err(|_| Offer::Dropped(DropReason::Bytes))?;
         let bytes = self
             .bytes
             .clone()
             .try_acquire_many_owned(up_front)
             .map_err(|_| Offer::Dropped(DropReason::Bytes))?;
+        self.shared.metrics.queue_bytes.inc_by(i64::from(up_front));
+        Ok(Hold {
+            bytes,
+            budget: self.bytes.clone(),
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Puts `key` in flight on the upload path with the bytes of `hold`.
+    ///
+    /// # Errors
+    /// The key is already waiting or uploading: [`Skip::InFlight`].
+    fn claim(&self, key: &str, hold: Hold) -> Result<Reservation, Offer> {
         let fresh = self
             .shared
             .in_flight
@@ -305,14 +346,29 @@ impl UploadQueue {
         if !fresh {
             return Err(Offer::Skipped(Skip::InFlight));
         }
-        self.shared.metrics.queue_bytes.inc_by(i64::from(up_front));
         Ok(Reservation {
             key: key.to_owned(),
-            bytes,
-            budget: self.bytes.clone(),
+            hold,
             queued: false,
             shared: self.shared.clone(),
         })
+    }
+
+    /// Hands a complete result, copied under `hold`, to the background, unless it is known to
+    /// be stored or already on its way. Never waits.
+    pub fn offer_held(&self, key: &str, hold: Hold, object: Object) -> Offer {
+        let offer = if self.shared.known.contains(key) {
+            Err(Offer::Skipped(Skip::Known))
+        } else {
+            self.claim(key, hold)
+        };
+        match offer {
+            Ok(reservation) => self.offer(reservation, object),
+            Err(offer) => {
+                self.record(key, offer);
+                offer
+            }
+        }
     }
 
     /// Hands a complete result, copied under `reservation`, to the background. Never waits.
@@ -364,6 +420,11 @@ impl UploadQueue {
                 }
             }
         }
+    }
+
+    /// Remembers that `key` is in the store (read from it), so no upload of it is tried.
+    pub fn remember(&self, key: &str) {
+        self.shared.known.remember(key);
     }
 
     /// Uploads waiting or running right now.

@@ -12,10 +12,11 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::aws::AddressingStyle;
-use crate::cache::config::{DedupMode, S3Config, StorageConfig, UploadConfig};
+use crate::cache::config::{DedupMode, ReadConfig, S3Config, StorageConfig, UploadConfig};
 use crate::cache::policy::{Rules, SvgRule};
 use crate::settings::{
-    FromVars, Setting, SettingsError, expand_bind, invalid, list, positive, read, row, seconds,
+    FromVars, Setting, SettingsError, boolean, expand_bind, invalid, list, positive, read, row,
+    seconds,
 };
 use crate::telemetry::LogFormat;
 
@@ -65,6 +66,26 @@ pub const DEFAULT_MIN_STORE_MAX_AGE_SECS: u64 = 86_400;
 /// sanitised (it marks them); imgproxy's `raw` results and any unmarked SVG are not, since an
 /// SVG can carry scripts that would run on the bucket's origin.
 pub const DEFAULT_STORE_SVG: SvgRule = SvgRule::Sanitized;
+/// `MEMORY_CACHE_MAX_BYTES`: the memory tier's size. A 512 MB Fly machine runs imgproxy (or
+/// the worker: a render holds its decoded source, up to ~100 MB for a 24 MP photo) beside the
+/// proxy, whose own bounds (`UPLOAD_QUEUE_MAX_BYTES`, connection buffers) are a cap, rarely a
+/// use; 64 MiB keeps about 1 300 results of 50 KB, the hot set of most sites, and leaves the
+/// rest to the disk tier and the bucket.
+pub const DEFAULT_MEMORY_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// `MEMORY_CACHE_MAX_OBJECT_BYTES`: larger results are served from the disk tier or the bucket
+/// instead; a few of them would push thousands of thumbnails out of memory.
+pub const DEFAULT_MEMORY_CACHE_MAX_OBJECT_BYTES: u64 = 4 * 1024 * 1024;
+/// `COALESCE_TIMEOUT_SECS`: how long a request waits for the head of the same key's render in
+/// flight before it asks the upstream itself: imgproxy's own limit for one request
+/// (`IMGPROXY_TIMEOUT`, 10 s by default), past which that render has failed anyway.
+pub const DEFAULT_COALESCE_TIMEOUT_SECS: u64 = 10;
+/// `BUCKET_READS`: look a key up in the bucket before rendering it. A hit saves a render; a
+/// true miss costs one GET on the way (see the benchmark in the README).
+pub const DEFAULT_BUCKET_READS: bool = true;
+/// `STORE_READ_TIMEOUT_MS`: limit for the bucket's (or the disk tier's) answer to a lookup.
+/// Past it the lookup counts as a miss and the upstream renders: a slow bucket costs a client
+/// at most this. Tigris and S3 answer a GET in the same region in tens of milliseconds.
+pub const DEFAULT_STORE_READ_TIMEOUT_MS: u64 = 300;
 /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed. None by default: a client's
 /// own claims about its address are replaced by the address it connects from.
 pub const DEFAULT_TRUSTED_PROXIES: &str = "";
@@ -191,6 +212,31 @@ pub const SETTINGS: &[Setting] = &[
         "`sanitized`: only SVG the bundled worker sanitised; `always`: every SVG (the upstream sanitises all, no `raw`); `never`.",
     ),
     row(
+        "MEMORY_CACHE_MAX_BYTES",
+        "67108864",
+        "Memory tier size (0 turns it off): results served without a store read.",
+    ),
+    row(
+        "MEMORY_CACHE_MAX_OBJECT_BYTES",
+        "4194304",
+        "Largest result the memory tier holds.",
+    ),
+    row(
+        "COALESCE_TIMEOUT_SECS",
+        "10",
+        "A request for a key being rendered waits this long for that render's head, then asks the upstream itself.",
+    ),
+    row(
+        "BUCKET_READS",
+        "true",
+        "Look keys up in the bucket before rendering them.",
+    ),
+    row(
+        "STORE_READ_TIMEOUT_MS",
+        "300",
+        "Limit for a store's answer to a lookup; slower counts as a miss.",
+    ),
+    row(
         "TRUSTED_PROXIES",
         "(empty)",
         "Comma-separated CIDRs (or addresses) of fronts whose `X-Forwarded-For` is kept and extended; anyone else's is replaced.",
@@ -268,6 +314,11 @@ struct Env {
     max_cacheable_bytes: Option<u64>,
     min_store_max_age_secs: Option<u64>,
     store_svg: Option<String>,
+    memory_cache_max_bytes: Option<u64>,
+    memory_cache_max_object_bytes: Option<u64>,
+    coalesce_timeout_secs: Option<u64>,
+    bucket_reads: Option<String>,
+    store_read_timeout_ms: Option<u64>,
     trusted_proxies: Option<String>,
     upload_queue_capacity: Option<usize>,
     upload_queue_max_bytes: Option<u64>,
@@ -300,6 +351,8 @@ pub struct Config {
     pub key_prefix: String,
     /// What may be stored: size, lifetime, SVG.
     pub store: Rules,
+    /// The read path: memory tier, single flight, store reads.
+    pub read: ReadConfig,
     /// `TRUSTED_PROXIES`.
     pub trusted_proxies: Vec<IpNet>,
     pub upload: UploadConfig,
@@ -446,8 +499,33 @@ impl Env {
                 .unwrap_or(DEFAULT_KNOWN_KEYS_CAPACITY),
         };
 
+        let read = ReadConfig {
+            memory_max_bytes: self
+                .memory_cache_max_bytes
+                .unwrap_or(DEFAULT_MEMORY_CACHE_MAX_BYTES),
+            memory_max_object_bytes: self
+                .memory_cache_max_object_bytes
+                .unwrap_or(DEFAULT_MEMORY_CACHE_MAX_OBJECT_BYTES),
+            coalesce_timeout: seconds(
+                "COALESCE_TIMEOUT_SECS",
+                self.coalesce_timeout_secs
+                    .unwrap_or(DEFAULT_COALESCE_TIMEOUT_SECS),
+            )?,
+            bucket_reads: boolean(
+                "BUCKET_READS",
+                self.bucket_reads.as_deref(),
+                DEFAULT_BUCKET_READS,
+            )?,
+            store_read_timeout: Duration::from_millis(positive(
+                "STORE_READ_TIMEOUT_MS",
+                self.store_read_timeout_ms
+                    .unwrap_or(DEFAULT_STORE_READ_TIMEOUT_MS),
+            )?),
+        };
+
         Ok(Config {
             bind,
+            read,
             upstream,
             upstream_timeout: seconds(
                 "UPSTREAM_TIMEOUT_SECS",

@@ -5,18 +5,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::RANGE;
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyDataStream, BodyExt};
 use hyper::body::Incoming;
 
 use super::headers::{forwarded_for, strip_hop_by_hop};
+use super::hit::{self, Served, Source, X_CACHE};
 use super::internal;
 use super::metrics::{Metrics, StatusLabel};
 use super::relay::ProxyBody;
 use super::upstream::{Upstream, UpstreamError};
 use crate::body::{Body, Keep, uncached};
-use crate::cache::{Cache, Lookup};
+use crate::cache::{Attached, Cache, Joined, Lookup, Reply, Tier};
 use crate::proxy::config::Config;
 
 /// What a serving thread answers requests with: the process-wide part, and an upstream
@@ -86,9 +87,66 @@ async fn forward(
 ) -> Response<Body> {
     let shared = &state.shared;
     let ranged = request.headers().contains_key(RANGE);
-    let Lookup::Miss(miss) = shared
+    let lookup = shared
         .cache
-        .lookup(request.method(), request.uri().path(), ranged);
+        .lookup(request.method(), request.uri().path(), ranged)
+        .await;
+    let miss = match lookup {
+        Lookup::Hit(hit) => {
+            let object = &hit.object;
+            let plan = hit::plan(
+                request.method(),
+                request.headers(),
+                &object.meta,
+                object.len(),
+                SystemTime::now(),
+                Served::Hit(Tier::Memory),
+            );
+            return hit::respond(plan, Source::Memory(object.body.clone()));
+        }
+        Lookup::Stored(attached, tier) => {
+            return answer(
+                request.method(),
+                request.headers(),
+                attached,
+                Served::Hit(tier),
+            );
+        }
+        Lookup::Join(joining) => match joining.attach().await {
+            Joined::Attached(attached, tier) => {
+                return answer(
+                    request.method(),
+                    request.headers(),
+                    attached,
+                    Served::Hit(tier),
+                );
+            }
+            Joined::Coalesced(attached) => {
+                return answer(
+                    request.method(),
+                    request.headers(),
+                    attached,
+                    Served::Coalesced,
+                );
+            }
+            Joined::Miss(miss) => miss,
+        },
+        Lookup::Miss(miss) => miss,
+    };
+    let x_cache = if matches!(*request.method(), Method::GET | Method::HEAD) {
+        Served::Miss
+    } else {
+        Served::Bypass
+    };
+    // A leader asks for the whole result, which its followers share; the client's own
+    // conditions are answered from the flight.
+    let asked = miss.leads().then(|| {
+        let asked = Asked::of(&request);
+        for name in [RANGE, IF_RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE] {
+            request.headers_mut().remove(name);
+        }
+        asked
+    });
     strip_hop_by_hop(request.headers_mut());
     forwarded_for(
         request.headers_mut(),
@@ -122,7 +180,61 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     let verdict = miss.decide(parts.status, &parts.headers, SystemTime::now());
     strip_hop_by_hop(&mut parts.headers);
-    let fill = verdict.fill(&parts.headers);
-    let body = ProxyBody::new(body, shared.config.upstream_timeout, fill);
-    Response::from_parts(parts, body.boxed())
+    let timeout = shared.config.upstream_timeout;
+    match verdict.reply(&parts.headers) {
+        Reply::Direct(fill) => {
+            parts
+                .headers
+                .insert(X_CACHE, HeaderValue::from_static(x_cache.x_cache()));
+            let body = ProxyBody::new(body, timeout, fill);
+            Response::from_parts(parts, body.boxed())
+        }
+        Reply::Shared(pump) => {
+            let attached = pump.attached();
+            tokio::spawn(pump.run(BodyDataStream::new(ProxyBody::new(body, timeout, None))));
+            let asked = asked.expect("only a leader's answer is shared");
+            answer(&asked.method, &asked.headers, attached, Served::Miss)
+        }
+    }
+}
+
+/// What of a request an answer from a flight depends on, kept when the request itself goes
+/// to the upstream.
+struct Asked {
+    method: Method,
+    /// The conditions: `Range`, `If-Range`, `If-None-Match`.
+    headers: HeaderMap,
+}
+
+impl Asked {
+    fn of(request: &Request<Incoming>) -> Asked {
+        let mut headers = HeaderMap::new();
+        for name in [RANGE, IF_RANGE, IF_NONE_MATCH] {
+            for value in request.headers().get_all(&name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        Asked {
+            method: request.method().clone(),
+            headers,
+        }
+    }
+}
+
+/// Answers from a flight: a render in progress, or a store's object as it is read.
+fn answer(
+    method: &Method,
+    request: &HeaderMap,
+    attached: Attached,
+    served: Served,
+) -> Response<Body> {
+    let plan = hit::plan(
+        method,
+        request,
+        &attached.meta,
+        attached.len,
+        SystemTime::now(),
+        served,
+    );
+    hit::respond(plan, Source::Stream(attached.body))
 }

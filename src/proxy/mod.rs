@@ -5,6 +5,7 @@ pub mod config;
 pub mod conn;
 pub mod handler;
 pub mod headers;
+pub mod hit;
 pub mod internal;
 pub mod metrics;
 pub mod relay;
@@ -19,7 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::cache::{Cache, DrainReport, Store};
+use crate::cache::{Cache, DrainReport, Stores};
 use crate::proxy::config::Config;
 use crate::server::{self, Accepted, Limits, WhenFull};
 use conn::{Answered, ClientIo, IdlePool, Tracker};
@@ -43,14 +44,15 @@ pub const CLIENT_BUFFER_MAX: usize = 64 * 1024;
 pub async fn run(
     listener: TcpListener,
     config: Config,
-    store: Arc<dyn Store>,
+    stores: impl Into<Stores>,
     shutdown: impl Future<Output = ()>,
 ) -> DrainReport {
     let metrics = Arc::new(Metrics::new());
     let (cache, uploader) = Cache::start(
-        store,
+        stores.into(),
         config.key_prefix.clone(),
         config.store,
+        config.read.clone(),
         config.upload.clone(),
         metrics.cache.clone(),
     );

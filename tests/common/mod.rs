@@ -30,8 +30,8 @@ use hyper_util::server::conn::auto;
 use imgproxy_cache::aws::{AddressingStyle, Endpoint, tune};
 use imgproxy_cache::body::{Body, BoxError};
 use imgproxy_cache::cache::DrainReport;
-use imgproxy_cache::cache::Store;
 use imgproxy_cache::cache::s3::S3Store;
+use imgproxy_cache::cache::{Store, Stores};
 use imgproxy_cache::proxy::config::Config;
 use imgproxy_cache::settings::FromVars;
 use tokio::net::TcpListener;
@@ -529,13 +529,18 @@ pub fn config_for(url: &str, extra: &[(&str, &str)]) -> Config {
 }
 
 impl Proxy {
-    pub async fn start(config: Config, store: Arc<dyn Store>) -> Proxy {
+    pub async fn start(config: Config, stores: impl Into<Stores>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(imgproxy_cache::proxy::run(listener, config, store, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(imgproxy_cache::proxy::run(
+            listener,
+            config,
+            stores.into(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Proxy {
             addr,
             stop: Some(stop),
