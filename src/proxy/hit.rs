@@ -24,8 +24,11 @@
 //!    `206` with `Content-Range: bytes a-b/len`. A range that starts at or past the end, or
 //!    `-0`, → `416` with `Content-Range: bytes */len` and no body.
 //! 4. Anything else → `200` with the whole body. That includes several ranges, another unit
-//!    and a malformed header: RFC 9110 §14.2 lets a server ignore `Range`, and one whole body
-//!    costs us less than a multipart one costs to build and the client to parse.
+//!    and a malformed header: RFC 9110 §14.2 lets a server ignore `Range`, and browsers ask
+//!    an image for one range at most, so a multipart answer would be code nobody runs.
+//!
+//! A `416` carries `Content-Range`, `Accept-Ranges`, `Content-Length: 0` and `X-Cache` only:
+//! with the object's `Cache-Control` a shared cache could keep the `416` in the object's place.
 //!
 //! `HEAD` gets exactly the headers `GET` would (RFC 9110 §9.3.2), a `206`'s included, as nginx
 //! does, and no body. Only `GET` and `HEAD` are looked up, so any other method is answered as
@@ -34,6 +37,10 @@
 //! An empty object has no byte to point at: `a-` and `a-b` start past its end and get `416`;
 //! `-n` (n > 0) is satisfiable by RFC 9110 §14.1.1 yet a `206` can't describe zero bytes, so it
 //! gets the whole (empty) body as `200`.
+//!
+//! A body is held to the length the plan was made for: one that ends short, runs past it or
+//! fails mid-stream ends the response body with an error, so hyper aborts the connection and
+//! the client never takes a cut body for a complete one.
 
 use std::fmt;
 use std::pin::Pin;
@@ -611,5 +618,717 @@ where
         // hyper checks this against `Content-Length`, which is the whole cut.
         let sent = self.offset.clamp(self.start, self.stop) - self.start;
         SizeHint::with_exact(self.stop - self.start - sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Waker;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use http_body::Body as _;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::cache::store::StoreError;
+
+    const STORED: u64 = 1_700_000_000;
+    const BODY: &[u8] = b"0123456789";
+
+    fn meta() -> Meta {
+        Meta {
+            content_type: "image/webp".into(),
+            cache_control: Some("public, max-age=31536000".into()),
+            stored_at: STORED,
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// Request headers; a name given twice is two fields.
+    fn request(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            headers.append(name, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    fn plan_for(method: Method, fields: &[(&str, &str)], len: u64) -> Plan {
+        let served = Served::Hit(Tier::Memory);
+        plan(
+            &method,
+            &request(fields),
+            &meta(),
+            len,
+            at(STORED + 42),
+            served,
+        )
+    }
+
+    fn get(fields: &[(&str, &str)]) -> Plan {
+        plan_for(Method::GET, fields, BODY.len() as u64)
+    }
+
+    fn header<'a>(plan: &'a Plan, name: &str) -> Option<&'a str> {
+        plan.headers.get(name).map(|value| value.to_str().unwrap())
+    }
+
+    fn etag() -> String {
+        meta().etag(BODY.len() as u64)
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Polls `body` to its end, with a waker that does nothing: every stream here is ready or
+    /// wakes itself at once, so a body still pending after many polls is stuck.
+    fn drain<B>(mut body: B) -> (Vec<u8>, Option<BoxError>)
+    where
+        B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        let (mut data, mut pending) = (Vec::new(), 0);
+        loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Pending => {
+                    pending += 1;
+                    assert!(pending < 10_000, "the body never ends");
+                }
+                Poll::Ready(None) => return (data, None),
+                Poll::Ready(Some(Err(error))) => return (data, Some(error)),
+                Poll::Ready(Some(Ok(frame))) => {
+                    pending = 0;
+                    data.extend_from_slice(&frame.into_data().unwrap());
+                }
+            }
+        }
+    }
+
+    /// A store read that makes its reader wait before every item, and says when it is dropped.
+    struct Stutter {
+        items: VecDeque<Result<Bytes, StoreError>>,
+        ready: bool,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl Stutter {
+        fn chunks<T: Into<Bytes>>(items: Vec<Result<T, &str>>) -> (Chunks, Arc<AtomicBool>) {
+            let dropped = Arc::new(AtomicBool::new(false));
+            let items = items
+                .into_iter()
+                .map(|item| item.map(Into::into).map_err(StoreError::transient))
+                .collect();
+            let stutter = Stutter {
+                items,
+                ready: false,
+                dropped: dropped.clone(),
+            };
+            (Box::pin(stutter), dropped)
+        }
+    }
+
+    impl Stream for Stutter {
+        type Item = Result<Bytes, StoreError>;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            if !self.ready {
+                self.ready = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.ready = false;
+            Poll::Ready(self.items.pop_front())
+        }
+    }
+
+    impl Drop for Stutter {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    // === plan ===
+
+    /// A plain hit sends the stored headers, its length, a validator and its age, and nothing
+    /// else (`Date` is hyper's).
+    #[test]
+    fn a_hit_carries_the_stored_headers() {
+        let plan = get(&[]);
+        assert_eq!(plan.status, StatusCode::OK);
+        assert_eq!(plan.content, Content::Whole);
+        assert_eq!(plan.ignored, None);
+        assert_eq!(header(&plan, "content-type"), Some("image/webp"));
+        assert_eq!(
+            header(&plan, "cache-control"),
+            Some("public, max-age=31536000")
+        );
+        assert_eq!(header(&plan, "content-length"), Some("10"));
+        assert_eq!(header(&plan, "etag"), Some(etag().as_str()));
+        assert_eq!(header(&plan, "accept-ranges"), Some("bytes"));
+        assert_eq!(header(&plan, "age"), Some("42"));
+        assert_eq!(header(&plan, "x-cache"), Some("HIT memory"));
+        assert_eq!(plan.headers.len(), 7, "{:?}", plan.headers);
+    }
+
+    /// Each way of serving has its own `X-Cache` value, the tier named.
+    #[test]
+    fn x_cache_names_what_served_it() {
+        let cases = [
+            (Served::Hit(Tier::Memory), "HIT memory"),
+            (Served::Hit(Tier::Disk), "HIT disk"),
+            (Served::Hit(Tier::Bucket), "HIT bucket"),
+            (Served::Coalesced, "COALESCED"),
+            (Served::Stale(Tier::Memory), "STALE memory"),
+            (Served::Stale(Tier::Disk), "STALE disk"),
+            (Served::Stale(Tier::Bucket), "STALE bucket"),
+        ];
+        for (served, expected) in cases {
+            let plan = plan(&Method::GET, &request(&[]), &meta(), 10, at(STORED), served);
+            assert_eq!(header(&plan, "x-cache"), Some(expected));
+            assert_eq!(served.to_string(), expected);
+        }
+    }
+
+    /// `Age` counts whole seconds since the render, and a clock that went back gives 0.
+    #[test]
+    fn age_counts_whole_seconds_from_the_render() {
+        let cases = [
+            (at(STORED) + Duration::from_millis(42_900), "42"),
+            (at(STORED), "0"),
+            (at(STORED - 100), "0"),
+            (UNIX_EPOCH, "0"),
+            (at(STORED + 86_400 * 400), "34560000"),
+        ];
+        for (now, expected) in cases {
+            let plan = plan(
+                &Method::GET,
+                &request(&[]),
+                &meta(),
+                10,
+                now,
+                Served::Coalesced,
+            );
+            assert_eq!(header(&plan, "age"), Some(expected), "now {now:?}");
+        }
+    }
+
+    /// `If-None-Match` matches by weak comparison, in a list, across fields, or as `*`; a
+    /// malformed field matches nothing.
+    #[test]
+    fn if_none_match_answers_304_when_it_names_the_body() {
+        let tag = etag();
+        let weak = format!("W/{tag}");
+        let other_len = meta().etag(11);
+        let cases: Vec<(Vec<String>, bool)> = vec![
+            (vec![tag.clone()], true),
+            (vec![weak.clone()], true),
+            (vec!["*".into()], true),
+            (vec![" * ".into()], true),
+            (vec![format!("\"a\", {tag}")], true),
+            (vec![format!("W/\"a\",{weak}")], true),
+            (vec![format!(" ,, {tag} ,")], true),
+            (vec!["\"a\"".into(), tag.clone()], true),
+            (vec!["\"a\"".into()], false),
+            (vec![other_len], false),
+            (vec![tag.trim_matches('"').into()], false),
+            (vec![tag[..tag.len() - 1].into()], false),
+            (vec![format!("{tag} junk")], false),
+            (vec![format!("{tag}, junk")], false),
+            (vec![format!("w/{tag}")], false),
+            (vec!["\"a b\"".into()], false),
+            (vec!["".into()], false),
+        ];
+        for (values, matches) in cases {
+            let fields: Vec<_> = values
+                .iter()
+                .map(|value| ("if-none-match", value.as_str()))
+                .collect();
+            let plan = get(&fields);
+            let expected = if matches {
+                StatusCode::NOT_MODIFIED
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(plan.status, expected, "{values:?}");
+        }
+    }
+
+    /// A `304` carries the validator, freshness and age, and no body or body headers.
+    #[test]
+    fn a_304_has_no_body_headers() {
+        let plan = get(&[("if-none-match", &etag())]);
+        assert_eq!(plan.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(plan.content, Content::None);
+        assert_eq!(
+            names(&plan.headers),
+            ["age", "cache-control", "etag", "x-cache"]
+        );
+    }
+
+    /// `If-None-Match` is evaluated before `Range` and `If-Range` (RFC 9110 §13.2.2).
+    #[test]
+    fn if_none_match_wins_over_range() {
+        let tag = etag();
+        let requests = [
+            vec![("if-none-match", tag.as_str()), ("range", "bytes=0-1")],
+            vec![("if-none-match", "*"), ("range", "bytes=50-")],
+            vec![
+                ("if-none-match", tag.as_str()),
+                ("range", "bytes=0-1"),
+                ("if-range", tag.as_str()),
+            ],
+        ];
+        for fields in requests {
+            for method in [Method::GET, Method::HEAD] {
+                let plan = plan_for(method, &fields, 10);
+                assert_eq!(plan.status, StatusCode::NOT_MODIFIED, "{fields:?}");
+            }
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    enum Expect {
+        Part(u64, u64),
+        Unsatisfiable,
+        Whole(Option<RangeIgnored>),
+    }
+
+    fn check_range(plan: &Plan, len: u64, expect: &Expect, case: &str) {
+        match *expect {
+            Expect::Part(start, end_inclusive) => {
+                assert_eq!(plan.status, StatusCode::PARTIAL_CONTENT, "{case}");
+                let content = Content::Range {
+                    start,
+                    end_inclusive,
+                };
+                assert_eq!(plan.content, content, "{case}");
+                let range = format!("bytes {start}-{end_inclusive}/{len}");
+                assert_eq!(
+                    header(plan, "content-range"),
+                    Some(range.as_str()),
+                    "{case}"
+                );
+                let length = (end_inclusive - start + 1).to_string();
+                assert_eq!(header(plan, "content-length"), Some(length.as_str()));
+                assert_eq!(header(plan, "content-type"), Some("image/webp"));
+                assert!(plan.headers.contains_key("etag"), "{case}");
+            }
+            Expect::Unsatisfiable => {
+                assert_eq!(plan.status, StatusCode::RANGE_NOT_SATISFIABLE, "{case}");
+                assert_eq!(plan.content, Content::None, "{case}");
+                let range = format!("bytes */{len}");
+                assert_eq!(
+                    header(plan, "content-range"),
+                    Some(range.as_str()),
+                    "{case}"
+                );
+                assert_eq!(
+                    names(&plan.headers),
+                    [
+                        "accept-ranges",
+                        "content-length",
+                        "content-range",
+                        "x-cache"
+                    ],
+                    "{case}"
+                );
+                assert_eq!(header(plan, "content-length"), Some("0"));
+            }
+            Expect::Whole(ignored) => {
+                assert_eq!(plan.status, StatusCode::OK, "{case}");
+                assert_eq!(plan.content, Content::Whole, "{case}");
+                assert_eq!(plan.ignored, ignored, "{case}");
+                let length = len.to_string();
+                assert_eq!(header(plan, "content-length"), Some(length.as_str()));
+                assert!(!plan.headers.contains_key("content-range"), "{case}");
+            }
+        }
+    }
+
+    /// One byte range → 206 (end clamped), past the end → 416, anything else → the whole body
+    /// and the reason it was ignored.
+    #[test]
+    fn range_requests() {
+        use Expect::*;
+        use RangeIgnored::*;
+        let cases = [
+            ("bytes=0-4", Part(0, 4)),
+            ("bytes=5-", Part(5, 9)),
+            ("bytes=-3", Part(7, 9)),
+            ("bytes=-10", Part(0, 9)),
+            ("bytes=-30", Part(0, 9)),
+            ("bytes=2-100", Part(2, 9)),
+            ("bytes=0-0", Part(0, 0)),
+            ("bytes=9-9", Part(9, 9)),
+            ("bytes=0-", Part(0, 9)),
+            ("BYTES=1-2", Part(1, 2)),
+            ("bytes= 1-2 ,", Part(1, 2)),
+            ("bytes=,1-2", Part(1, 2)),
+            ("bytes=0-99999999999999999999999", Part(0, 9)),
+            ("bytes=-99999999999999999999999", Part(0, 9)),
+            ("bytes=10-", Unsatisfiable),
+            ("bytes=10-20", Unsatisfiable),
+            ("bytes=-0", Unsatisfiable),
+            ("bytes=99999999999999999999-", Unsatisfiable),
+            ("bytes=0-1,3-4", Whole(Some(Several))),
+            ("bytes=0-1, 10-", Whole(Some(Several))),
+            ("items=0-1", Whole(Some(OtherUnit))),
+            ("bytes =0-1", Whole(Some(OtherUnit))),
+            ("bytes=4-2", Whole(Some(Malformed))),
+            ("bytes=a-b", Whole(Some(Malformed))),
+            ("bytes=1", Whole(Some(Malformed))),
+            ("bytes=-", Whole(Some(Malformed))),
+            ("bytes=", Whole(Some(Malformed))),
+            ("bytes=,", Whole(Some(Malformed))),
+            ("bytes=1-2-3", Whole(Some(Malformed))),
+            ("bytes=+1-2", Whole(Some(Malformed))),
+            ("bytes=1 -2", Whole(Some(Malformed))),
+            ("0-1", Whole(Some(Malformed))),
+            ("=0-1", Whole(Some(Malformed))),
+        ];
+        for (range, expect) in cases {
+            check_range(&get(&[("range", range)]), 10, &expect, range);
+        }
+    }
+
+    /// Two `Range` fields are one malformed request, not a choice.
+    #[test]
+    fn two_range_fields_get_the_whole_body() {
+        let plan = get(&[("range", "bytes=0-1"), ("range", "bytes=2-3")]);
+        check_range(
+            &plan,
+            10,
+            &Expect::Whole(Some(RangeIgnored::Malformed)),
+            "two",
+        );
+    }
+
+    /// `If-Range` honours the range only for our strong `ETag`; otherwise the whole body, even
+    /// when the range could not be satisfied. Without `Range` it is ignored.
+    #[test]
+    fn if_range_needs_the_strong_etag() {
+        use Expect::*;
+        let tag = etag();
+        let weak = format!("W/{tag}");
+        let padded = format!(" {tag} ");
+        let trailing = format!("{tag}, \"a\"");
+        let ignored = Whole(Some(RangeIgnored::IfRange));
+        let cases = [
+            ("bytes=0-4", tag.as_str(), Part(0, 4)),
+            ("bytes=0-4", padded.as_str(), Part(0, 4)),
+            ("bytes=20-", tag.as_str(), Unsatisfiable),
+            ("bytes=0-4", weak.as_str(), ignored),
+            ("bytes=0-4", "\"other\"", Whole(Some(RangeIgnored::IfRange))),
+            ("bytes=0-4", trailing.as_str(), ignored),
+            ("bytes=0-4", "Wed, 21 Oct 2015 07:28:00 GMT", ignored),
+            ("bytes=20-", "\"other\"", Whole(Some(RangeIgnored::IfRange))),
+        ];
+        for (range, if_range, expect) in cases {
+            let plan = get(&[("range", range), ("if-range", if_range)]);
+            check_range(&plan, 10, &expect, &format!("{range} / {if_range}"));
+        }
+        let plan = get(&[("if-range", "\"other\"")]);
+        check_range(&plan, 10, &Whole(None), "if-range alone");
+        let plan = get(&[
+            ("range", "bytes=0-4"),
+            ("if-range", &tag),
+            ("if-range", &tag),
+        ]);
+        check_range(&plan, 10, &ignored, "two if-range fields");
+    }
+
+    /// `HEAD` gets the status and headers `GET` would, `Content-Length` included, and no body;
+    /// any other method is answered as `GET`.
+    #[test]
+    fn head_is_get_without_the_body() {
+        let tag = etag();
+        let requests = [
+            vec![],
+            vec![("range", "bytes=2-5")],
+            vec![("range", "bytes=20-")],
+            vec![("range", "bytes=0-1,2-3")],
+            vec![("if-none-match", tag.as_str())],
+        ];
+        for fields in requests {
+            let get = plan_for(Method::GET, &fields, 10);
+            let head = plan_for(Method::HEAD, &fields, 10);
+            assert_eq!(head.status, get.status, "{fields:?}");
+            assert_eq!(head.headers, get.headers, "{fields:?}");
+            assert_eq!(head.content, Content::None, "{fields:?}");
+            let post = plan_for(Method::POST, &fields, 10);
+            assert_eq!((post.status, post.content), (get.status, get.content));
+        }
+        let head = plan_for(Method::HEAD, &[("range", "bytes=2-5")], 10);
+        assert_eq!(header(&head, "content-length"), Some("4"));
+    }
+
+    /// An empty body: no range can point into it (416), except a suffix, which gets all of
+    /// it (nothing) as a 200.
+    #[test]
+    fn an_empty_body() {
+        use Expect::*;
+        let cases = [
+            ("bytes=0-", Unsatisfiable),
+            ("bytes=0-5", Unsatisfiable),
+            ("bytes=-0", Unsatisfiable),
+            ("bytes=-5", Whole(Some(RangeIgnored::Empty))),
+            ("bytes=0-1,2-3", Whole(Some(RangeIgnored::Several))),
+        ];
+        for (range, expect) in cases {
+            let plan = plan_for(Method::GET, &[("range", range)], 0);
+            check_range(&plan, 0, &expect, range);
+        }
+        let plan = plan_for(Method::GET, &[], 0);
+        check_range(&plan, 0, &Whole(None), "no range");
+        let (data, error) = drain(respond(plan, Source::Memory(Bytes::new())).into_body());
+        assert!(data.is_empty() && error.is_none());
+    }
+
+    /// Stored headers that can't be sent don't break the answer: an unsendable type is sent
+    /// as bytes, an unsendable or absent `Cache-Control` is left out.
+    #[test]
+    fn unsendable_stored_headers() {
+        let cases = [
+            (
+                "",
+                Some("max-age=60"),
+                "application/octet-stream",
+                Some("max-age=60"),
+            ),
+            ("image/\npng", None, "application/octet-stream", None),
+            ("image/png", Some("max-age=1\r\n"), "image/png", None),
+        ];
+        for (content_type, cache_control, sent_type, sent_control) in cases {
+            let meta = Meta {
+                content_type: content_type.into(),
+                cache_control: cache_control.map(str::to_string),
+                stored_at: STORED,
+            };
+            let plan = plan(
+                &Method::GET,
+                &request(&[]),
+                &meta,
+                10,
+                at(STORED),
+                Served::Hit(Tier::Disk),
+            );
+            assert_eq!(plan.status, StatusCode::OK);
+            assert_eq!(header(&plan, "content-type"), Some(sent_type));
+            assert_eq!(header(&plan, "cache-control"), sent_control);
+        }
+    }
+
+    // === respond ===
+
+    /// From memory, the whole body and a range are the stored bytes themselves, not copies.
+    #[test]
+    fn memory_bodies_are_slices_of_the_stored_bytes() {
+        let stored = Bytes::from(BODY.to_vec());
+        let cases = [(vec![], 0, 10), (vec![("range", "bytes=2-5")], 2, 6)];
+        for (fields, start, stop) in cases {
+            let plan = get(&fields);
+            let (status, headers) = (plan.status, plan.headers.clone());
+            let response = respond(plan, Source::Memory(stored.clone()));
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers(), &headers);
+            let mut body = response.into_body();
+            assert_eq!(body.size_hint().exact(), Some(stop - start));
+            let mut cx = Context::from_waker(Waker::noop());
+            let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+                panic!("a body in memory is ready at once");
+            };
+            let data = frame.into_data().unwrap();
+            assert_eq!(&data[..], &BODY[start as usize..stop as usize]);
+            assert_eq!(data.as_ptr(), stored[start as usize..].as_ptr(), "copied");
+        }
+    }
+
+    /// Answers without content send nothing, and let go of a store read at once.
+    #[test]
+    fn no_content_sends_nothing_and_drops_the_stream() {
+        let tag = etag();
+        let cases = [
+            plan_for(Method::HEAD, &[], 10),
+            plan_for(Method::HEAD, &[("range", "bytes=1-2")], 10),
+            get(&[("if-none-match", tag.as_str())]),
+            get(&[("range", "bytes=10-")]),
+        ];
+        for plan in cases {
+            let (chunks, dropped) = Stutter::chunks(vec![Ok(BODY)]);
+            let response = respond(plan.clone(), Source::Stream(chunks));
+            assert!(dropped.load(Ordering::SeqCst));
+            let body = response.into_body();
+            assert!(body.is_end_stream());
+            let (data, error) = drain(body);
+            assert!(data.is_empty() && error.is_none());
+            let body = respond(plan, Source::Memory(Bytes::from_static(BODY))).into_body();
+            let (data, error) = drain(body);
+            assert!(data.is_empty() && error.is_none());
+        }
+    }
+
+    /// A body in memory that isn't as long as the plan says fails instead of being sent as if
+    /// it were complete.
+    #[test]
+    fn a_memory_body_of_another_length_fails() {
+        let cases: [(&[u8], &str); 3] = [
+            (b"012345678", "ended after 9 of its 10 bytes"),
+            (b"0123456789a", "runs past its 10 bytes"),
+            (b"", "ended after 0 of its 10 bytes"),
+        ];
+        for (stored, message) in cases {
+            let response = respond(get(&[]), Source::Memory(Bytes::from_static(stored)));
+            let (_, error) = drain(response.into_body());
+            let error = error.expect("a body of another length fails");
+            assert!(error.downcast_ref::<CutError>().is_some());
+            assert!(error.to_string().contains(message), "{error}");
+        }
+    }
+
+    /// A read that fails mid-body ends the body with that error, after what it had sent.
+    #[test]
+    fn a_stream_error_ends_the_body_with_it() {
+        let (chunks, _) = Stutter::chunks(vec![Ok("01234"), Err("connection reset")]);
+        let (data, error) = drain(respond(get(&[]), Source::Stream(chunks)).into_body());
+        assert_eq!(data, b"01234");
+        assert_eq!(error.unwrap().to_string(), "connection reset");
+
+        // Before the range starts, too.
+        let (chunks, _) = Stutter::chunks(vec![Ok("01"), Err("connection reset")]);
+        let plan = get(&[("range", "bytes=5-")]);
+        let (data, error) = drain(respond(plan, Source::Stream(chunks)).into_body());
+        assert_eq!(data, b"");
+        assert_eq!(error.unwrap().to_string(), "connection reset");
+    }
+
+    /// A read that ends short of the wanted bytes, or runs past the announced length, fails.
+    #[test]
+    fn a_stream_of_another_length_fails() {
+        type Items = Vec<Result<&'static [u8], &'static str>>;
+        let cases: [(&str, Items, &[u8], &str); 4] = [
+            (
+                "",
+                vec![Ok(b"012"), Ok(b"345")],
+                b"012345",
+                "ended after 6 of its 10",
+            ),
+            (
+                "bytes=4-8",
+                vec![Ok(b"012"), Ok(b"345")],
+                b"45",
+                "ended after 6 of its 10",
+            ),
+            ("", vec![Ok(BODY), Ok(b"a")], BODY, "runs past its 10 bytes"),
+            (
+                "bytes=8-",
+                vec![Ok(b"0123456789a")],
+                b"",
+                "runs past its 10 bytes",
+            ),
+        ];
+        for (range, items, sent, message) in cases {
+            let (chunks, _) = Stutter::chunks(items);
+            let plan = get(&[("range", range)]);
+            let (data, error) = drain(respond(plan, Source::Stream(chunks)).into_body());
+            assert_eq!(data, sent, "{range:?}");
+            let error = error.expect("a stream of another length fails");
+            assert!(error.to_string().contains(message), "{range:?}: {error}");
+        }
+    }
+
+    /// A range that ends before the body does stops reading after its last byte: what follows
+    /// (here a failure) is never read, and the read is let go.
+    #[test]
+    fn a_range_stops_reading_after_its_last_byte() {
+        let (chunks, dropped) = Stutter::chunks(vec![Ok("012"), Ok("3456"), Err("never read")]);
+        let plan = get(&[("range", "bytes=2-4")]);
+        let mut body = respond(plan, Source::Stream(chunks)).into_body();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut data = Vec::new();
+        while !body.is_end_stream() {
+            if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(&mut cx) {
+                let frame = frame.expect("the body ends after its last byte").unwrap();
+                data.extend_from_slice(&frame.into_data().unwrap());
+            }
+        }
+        assert_eq!(data, b"234");
+        assert!(dropped.load(Ordering::SeqCst));
+        assert!(drain(body).1.is_none());
+    }
+
+    /// Splits `whole` at `cuts` (sorted, repeats make empty chunks).
+    fn chunked(whole: &Bytes, mut cuts: Vec<usize>) -> Vec<Result<Bytes, &'static str>> {
+        cuts.iter_mut().for_each(|cut| *cut %= whole.len() + 1);
+        cuts.sort_unstable();
+        let mut from = 0;
+        let mut chunks = Vec::new();
+        for cut in cuts.into_iter().chain([whole.len()]) {
+            chunks.push(Ok(whole.slice(from..cut)));
+            from = cut;
+        }
+        chunks
+    }
+
+    proptest! {
+        /// For any chunking and any range, the streamed body is the slice the plan names,
+        /// as long as its `Content-Length`, the same as from memory.
+        #[test]
+        fn a_streamed_range_is_the_slice(
+            whole in proptest::collection::vec(any::<u8>(), 0..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            first in 0u64..320,
+            last in 0u64..320,
+            form in 0u8..4,
+        ) {
+            let whole = Bytes::from(whole);
+            let len = whole.len() as u64;
+            let range = match form {
+                0 => format!("bytes={first}-{}", first.max(last)),
+                1 => format!("bytes={first}-"),
+                2 => format!("bytes=-{last}"),
+                _ => String::new(),
+            };
+            let plan = get_len(&range, len);
+            let expected: &[u8] = match plan.content {
+                Content::Whole => &whole,
+                Content::Range { start, end_inclusive } => {
+                    &whole[start as usize..=end_inclusive as usize]
+                }
+                Content::None => &[],
+            };
+            let length: u64 = plan.headers[CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
+            prop_assert_eq!(length, expected.len() as u64);
+
+            let (chunks, _) = Stutter::chunks(chunked(&whole, cuts));
+            let body = respond(plan.clone(), Source::Stream(chunks)).into_body();
+            prop_assert_eq!(body.size_hint().exact(), Some(length));
+            let (streamed, error) = drain(body);
+            prop_assert!(error.is_none(), "{:?}", error);
+            prop_assert_eq!(&streamed[..], expected);
+
+            let memory = respond(plan, Source::Memory(whole.clone()));
+            let (from_memory, error) = drain(memory.into_body());
+            prop_assert!(error.is_none());
+            prop_assert_eq!(&from_memory[..], expected);
+        }
+    }
+
+    fn get_len(range: &str, len: u64) -> Plan {
+        let fields: &[(&str, &str)] = if range.is_empty() {
+            &[]
+        } else {
+            &[("range", range)]
+        };
+        plan_for(Method::GET, fields, len)
     }
 }

@@ -1,0 +1,264 @@
+//! The read path end to end: lookups before the upstream (memory, bucket), one render per key
+//! under a stampede, and hits answered as an HTTP cache answers them. A real upstream that
+//! streams on purpose slowly, a real S3 server, the real server loop.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+fn renders(upstream: &Upstream) -> usize {
+    upstream.requests.load(Ordering::SeqCst)
+}
+
+/// Waits until the proxy's metric `series` reaches `at_least` (a state the test observes, not
+/// a guess at how long something takes); fails after 10 s.
+async fn until_metric(proxy: &Proxy, series: &str, at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = metric(&proxy.metrics().await, series);
+        if value >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} stayed at {value}, below {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+const COALESCED: &str = r#"imgproxy_cache_lookups_total{result="coalesced"}"#;
+
+/// 50 clients ask for one new key while it renders: the upstream is asked once, every client
+/// gets 200 and the same bytes, streamed as they come; the client that caused the render
+/// leaving after its first chunk breaks no one.
+#[tokio::test]
+async fn a_stampede_on_a_new_key_renders_it_once() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let path = "/gated/stampede.jpg";
+    let want = body_for(path);
+
+    let mut leader = request(Method::GET, &proxy.url(path), &[])
+        .await
+        .into_body();
+    // The first half is out; the upstream holds the rest until released.
+    leader.frame().await.unwrap().unwrap();
+    let followers: Vec<_> = (0..49)
+        .map(|_| {
+            let url = proxy.url(path);
+            tokio::spawn(async move {
+                let response = request(Method::GET, &url, &[]).await;
+                let status = response.status();
+                let x_cache = response.headers()["x-cache"].clone();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (status, x_cache, body)
+            })
+        })
+        .collect();
+    until_metric(&proxy, COALESCED, 49.0).await;
+    drop(leader);
+    upstream.release();
+    for follower in followers {
+        let (status, x_cache, body) = follower.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(x_cache, "COALESCED");
+        assert_eq!(body, want);
+    }
+    assert_eq!(renders(&upstream), 1);
+    proxy.shutdown().await;
+    assert_eq!(s3.object(&key(path)).await.expect("stored").0, want);
+    assert_eq!(s3.puts(), 1);
+}
+
+/// Repeats of a stored key never reach the upstream, and are answered as a cache answers:
+/// `X-Cache`, `ETag` with `If-None-Match` → 304, `HEAD` without a body, one `Range` → 206 (or
+/// 416), `Age`.
+#[tokio::test]
+async fn repeats_are_hits_with_proper_http() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let path = "/ok/repeated.jpg";
+    let want = body_for(path);
+
+    let (status, headers, body) = get(&proxy.url(path)).await;
+    assert_eq!((status, &body), (StatusCode::OK, &want));
+    assert_eq!(headers["x-cache"], "MISS");
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    for _ in 0..20 {
+        let (status, headers, body) = get(&proxy.url(path)).await;
+        assert_eq!((status, &body), (StatusCode::OK, &want));
+        assert_eq!(headers["x-cache"], "HIT memory");
+        assert_eq!(headers["content-type"], "image/jpeg");
+        assert_eq!(headers["cache-control"], "max-age=31536000, public");
+        assert_eq!(headers["content-length"], want.len().to_string().as_str());
+        assert_eq!(headers["etag"], etag.as_str());
+        assert!(headers["age"].to_str().unwrap().parse::<u64>().unwrap() < 60);
+    }
+    assert_eq!(renders(&upstream), 1);
+
+    let head = request(Method::HEAD, &proxy.url(path), &[]).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        head.headers()["content-length"],
+        want.len().to_string().as_str()
+    );
+    assert!(head.into_body().collect().await.unwrap().to_bytes().is_empty());
+
+    let ranged = request(Method::GET, &proxy.url(path), &[("range", "bytes=10-19")]).await;
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        ranged.headers()["content-range"],
+        format!("bytes 10-19/{}", want.len()).as_str()
+    );
+    let part = ranged.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(part, want.slice(10..20));
+
+    let past = format!("bytes={}-", want.len());
+    let unsatisfiable = request(Method::GET, &proxy.url(path), &[("range", &past)]).await;
+    assert_eq!(unsatisfiable.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    let revalidated = request(Method::GET, &proxy.url(path), &[("if-none-match", &etag)]).await;
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(revalidated.headers()["etag"], etag.as_str());
+    assert!(
+        revalidated
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+    assert_eq!(renders(&upstream), 1, "no answer above needed the upstream");
+    proxy.shutdown().await;
+}
+
+/// A range asked of a key nobody has rendered yet: the proxy renders the whole result (and
+/// stores it), and answers the range from it.
+#[tokio::test]
+async fn a_range_on_a_miss_renders_the_whole_result_once() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let path = "/ok/ranged-first.jpg";
+    let want = body_for(path);
+    let ranged = request(Method::GET, &proxy.url(path), &[("range", "bytes=-5")]).await;
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.headers()["x-cache"], "MISS");
+    let tail = ranged.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(tail, want.slice(want.len() - 5..));
+    let (_, headers, body) = get(&proxy.url(path)).await;
+    assert_eq!((headers["x-cache"].to_str().unwrap(), body), ("HIT memory", want.clone()));
+    assert_eq!(renders(&upstream), 1);
+    proxy.shutdown().await;
+    assert_eq!(s3.object(&key(path)).await.expect("stored").0, want);
+}
+
+/// An object another machine put in the bucket is served from there, with its stored type,
+/// without a render; and a restarted proxy finds what the last one stored.
+#[tokio::test]
+async fn what_the_bucket_holds_costs_no_render() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let theirs = "/ok/put-by-another-machine.jpg";
+    let their_body = bytes::Bytes::from_static(b"rendered elsewhere");
+    s3.put(&key(theirs), their_body.clone()).await;
+
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let (status, headers, body) = get(&proxy.url(theirs)).await;
+    assert_eq!((status, body), (StatusCode::OK, their_body.clone()));
+    assert_eq!(headers["x-cache"], "HIT bucket");
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(renders(&upstream), 0);
+    // Promoted: the next one comes from memory.
+    let (_, headers, _) = get(&proxy.url(theirs)).await;
+    assert_eq!(headers["x-cache"], "HIT memory");
+
+    let ours = "/ok/stored-before-restart.jpg";
+    get(&proxy.url(ours)).await;
+    proxy.shutdown().await;
+    assert_eq!(renders(&upstream), 1);
+
+    let restarted = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let (status, headers, body) = get(&restarted.url(ours)).await;
+    assert_eq!((status, body), (StatusCode::OK, body_for(ours)));
+    assert_eq!(headers["x-cache"], "HIT bucket");
+    assert_eq!(headers["cache-control"], "max-age=31536000, public");
+    assert_eq!(renders(&upstream), 1, "the restart cost no render");
+    restarted.shutdown().await;
+    assert_eq!(s3.puts(), 2, "the set-up PUT and ours; the hits stored nothing");
+}
+
+/// imgproxy down: stored keys are still served; a new key gets a 502 at once.
+#[tokio::test]
+async fn with_the_upstream_down_stored_keys_are_served() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let stored = "/ok/survives.jpg";
+    s3.put(&key(stored), body_for(stored)).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = config(&upstream, &[]);
+    config.upstream = format!("http://{dead}").parse().unwrap();
+    let proxy = Proxy::start(config, s3.store()).await;
+    let (status, _, body) = get(&proxy.url(stored)).await;
+    assert_eq!((status, body), (StatusCode::OK, body_for(stored)));
+    let started = Instant::now();
+    let (status, _, _) = get(&proxy.url("/ok/never-rendered.jpg")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    proxy.shutdown().await;
+}
+
+/// A bucket that holds every request: a lookup gives up at `STORE_READ_TIMEOUT_MS` and the
+/// upstream renders; the client sees no error.
+#[tokio::test]
+async fn a_stuck_bucket_costs_a_miss_at_most_the_read_timeout() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    s3.hold();
+    let proxy = Proxy::start(
+        config(&upstream, &[("STORE_READ_TIMEOUT_MS", "200")]),
+        s3.store(),
+    )
+    .await;
+    let path = "/ok/bucket-stuck.jpg";
+    let started = Instant::now();
+    let (status, headers, body) = get(&proxy.url(path)).await;
+    let took = started.elapsed();
+    assert_eq!((status, body), (StatusCode::OK, body_for(path)));
+    assert_eq!(headers["x-cache"], "MISS");
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    s3.release();
+    proxy.shutdown().await;
+}
+
+/// Results that may not be stored don't hold followers: each asks the upstream itself and
+/// gets its own answer.
+#[tokio::test]
+async fn followers_of_an_answer_that_is_not_stored_ask_for_themselves() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let path = "/nostore/private.jpg";
+    for _ in 0..3 {
+        let (status, headers, body) = get(&proxy.url(path)).await;
+        assert_eq!((status, body), (StatusCode::OK, body_for(path)));
+        assert_eq!(headers["x-cache"], "MISS");
+        assert_eq!(headers["cache-control"], "no-store");
+    }
+    assert_eq!(renders(&upstream), 3);
+    proxy.shutdown().await;
+    assert!(s3.keys().await.is_empty());
+}
