@@ -17,6 +17,7 @@
 pub mod config;
 mod fill;
 pub mod fs;
+pub mod guard;
 pub mod key;
 mod known;
 pub mod metrics;
