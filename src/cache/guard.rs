@@ -244,10 +244,7 @@ impl GuardedBody {
                 )
             }
             Ok(None) if self.got == self.len => return None,
-            Ok(None) => format!(
-                "GET body: ended after {} of {} bytes",
-                self.got, self.len
-            ),
+            Ok(None) => format!("GET body: ended after {} of {} bytes", self.got, self.len),
             Ok(Some(Err(error))) => error.to_string(),
             Err(_elapsed) => format!(
                 "GET body: no chunk within {:?} ({} of {} bytes read)",
@@ -330,7 +327,11 @@ impl Shared {
             if change.is_some() {
                 self.metrics.breaker_state.set(breaker.state(now).gauge());
             }
-            (change, breaker.failures_to_open, breaker.open_for.as_secs_f64())
+            (
+                change,
+                breaker.failures_to_open,
+                breaker.open_for.as_secs_f64(),
+            )
         };
         let Some(change) = change else { return };
         let error = error.map(ToString::to_string).unwrap_or_default();
@@ -427,9 +428,13 @@ pub struct Breaker {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
+    Closed {
+        failures: u32,
+    },
     /// Half-open with no probe running once `until` has passed.
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     Probing,
 }
 
@@ -573,10 +578,7 @@ mod tests {
         let mut breaker = opened(t0);
         let t1 = t0 + OPEN + Duration::from_secs(5);
         assert_eq!(breaker.admit(t1).0, Admission::Probe);
-        assert_eq!(
-            breaker.failed(Admission::Probe, t1),
-            Some(Change::Reopened)
-        );
+        assert_eq!(breaker.failed(Admission::Probe, t1), Some(Change::Reopened));
         assert_eq!(breaker.admit(t1 + OPEN / 2), (Admission::Skip, None));
         assert_eq!(breaker.state(t1 + OPEN / 2), BreakerState::Open);
         assert_eq!(breaker.admit(t1 + OPEN).0, Admission::Probe);
@@ -611,6 +613,103 @@ mod tests {
         assert_eq!(breaker.succeeded(Admission::Call), None);
         assert_eq!(breaker.state(t1), BreakerState::HalfOpen);
         assert_eq!(breaker.succeeded(Admission::Probe), Some(Change::Closed));
+    }
+
+    /// A store whose every read finds an object announced as `len` bytes whose body is
+    /// `chunks`.
+    struct Canned {
+        len: u64,
+        chunks: Vec<&'static [u8]>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Canned {
+        fn describe(&self) -> String {
+            "canned".into()
+        }
+        async fn exists(&self, _: &str) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn put(
+            &self,
+            _: &str,
+            _: &crate::cache::Object,
+            _: crate::cache::store::PutMode,
+        ) -> Result<crate::cache::store::PutOutcome, StoreError> {
+            Err(StoreError::permanent("read-only", None))
+        }
+        async fn read(&self, _: &str) -> Result<Option<Reading>, StoreError> {
+            let chunks = self.chunks.iter().map(|c| Ok(bytes::Bytes::from_static(c)));
+            Ok(Some(Reading {
+                meta: crate::cache::Meta {
+                    content_type: "image/png".into(),
+                    cache_control: None,
+                    stored_at: 1,
+                },
+                len: self.len,
+                body: Box::pin(futures_util::stream::iter(chunks.collect::<Vec<_>>())),
+            }))
+        }
+        async fn delete(&self, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+    }
+
+    /// Reads the guarded body of `store`'s object: the chunks, then the error that ended it.
+    async fn body_of(store: Canned) -> (Vec<u8>, Option<StoreError>, BucketReadMetrics) {
+        let metrics = BucketReadMetrics::default();
+        let guard = ReadGuard::new(Arc::new(store), GuardConfig::default(), metrics.clone());
+        let Guarded::Found(reading) = guard.read("k").await else {
+            panic!("the canned store always finds");
+        };
+        let mut body = reading.body;
+        let mut got = Vec::new();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => got.extend_from_slice(&chunk),
+                Err(e) => {
+                    assert!(body.next().await.is_none(), "nothing after the error");
+                    return (got, Some(e), metrics);
+                }
+            }
+        }
+        (got, None, metrics)
+    }
+
+    // A body that doesn't add up to its announced length must not pass for the whole object.
+    #[tokio::test]
+    async fn a_body_of_the_wrong_length_ends_with_an_error() {
+        let (got, error, metrics) = body_of(Canned {
+            len: 6,
+            chunks: vec![b"abc", b"def"],
+        })
+        .await;
+        assert_eq!((got.as_slice(), error.is_none()), (&b"abcdef"[..], true));
+        assert_eq!(metrics.body_failures.get(), 0);
+
+        let (got, error, metrics) = body_of(Canned {
+            len: 6,
+            chunks: vec![b"abc"],
+        })
+        .await;
+        assert_eq!(got, b"abc");
+        assert!(error.unwrap().message.contains("ended after 3 of 6"));
+        assert_eq!(metrics.body_failures.get(), 1);
+
+        let (got, error, _) = body_of(Canned {
+            len: 4,
+            chunks: vec![b"abc", b"def"],
+        })
+        .await;
+        assert_eq!(got, b"abc", "the chunk that overflows is not passed on");
+        assert!(error.unwrap().message.contains("more than the 4 bytes"));
+
+        let (got, error, _) = body_of(Canned {
+            len: 0,
+            chunks: vec![],
+        })
+        .await;
+        assert_eq!((got.len(), error.is_none()), (0, true));
     }
 
     #[test]
