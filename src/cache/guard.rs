@@ -26,10 +26,11 @@ use super::object::{Chunks, Reading};
 use super::store::{Store, StoreError};
 
 /// `STORE_READ_TIMEOUT_MS`: how long the bucket may take to answer a lookup, and to send each
-/// body chunk after that. A bucket in the machine's region answers a GET's head in 5–50 ms
-/// (its slow tail around 100–150 ms); 300 ms stays clear of that tail, so a healthy bucket is
-/// almost never cut short, and is still short next to the render a miss costs anyway. A
-/// bucket in another region (or one reached over a new TLS connection per read) needs more.
+/// body chunk after that. A bucket in the machine's region answers a GET's head in tens of
+/// milliseconds and rarely takes over 200; 300 ms stays clear of that tail, so a healthy
+/// bucket is almost never cut short, and is still short next to the render a miss costs
+/// anyway. A bucket in another region (several round trips for a new TLS connection) needs
+/// more.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// `STORE_READ_BREAKER_FAILURES`: consecutive failed lookups that open the breaker. One slow
@@ -100,6 +101,18 @@ pub enum Failure {
     Store(StoreError),
 }
 
+impl Failure {
+    /// The failure with what an operator should check, for the warning that opens the breaker.
+    fn explained(&self) -> String {
+        match self {
+            Failure::Store(StoreError {
+                hint: Some(hint), ..
+            }) => format!("{self} ({hint})"),
+            _ => self.to_string(),
+        }
+    }
+}
+
 /// Reads from one store, each bounded by the read timeout, behind a circuit breaker.
 pub struct ReadGuard {
     store: Arc<dyn Store>,
@@ -160,13 +173,13 @@ impl ReadGuard {
             Ok(Err(error)) => {
                 let failure = Failure::Store(error);
                 tracing::debug!(%key, error = %failure, "bucket read failed");
-                permit.fail(&failure);
+                permit.fail(&failure.explained());
                 Guarded::Failed(failure)
             }
             Err(_elapsed) => {
                 let failure = Failure::Timeout(self.read_timeout);
                 tracing::debug!(%key, error = %failure, "bucket read failed");
-                permit.fail(&failure);
+                permit.fail(&failure.explained());
                 Guarded::Failed(failure)
             }
         };
