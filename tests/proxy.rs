@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 async fn stores_each_success_under_the_md5_of_its_path() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
 
     let path = "/ok/rs:fit:300:300/plain/https://example.com/a%20b.jpg@webp";
     let (status, headers, body) = get(&proxy.url(&format!("{path}?query=ignored"))).await;
@@ -33,7 +33,7 @@ async fn stores_each_success_under_the_md5_of_its_path() {
 async fn stores_chunked_responses_once_complete() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     let path = "/chunked/x";
     let (status, headers, body) = get(&proxy.url(path)).await;
     assert_eq!(status, StatusCode::OK);
@@ -48,7 +48,7 @@ async fn stores_chunked_responses_once_complete() {
 async fn streams_before_the_upstream_has_finished() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     let path = "/gated/x";
     let mut body = request(Method::GET, &proxy.url(path), &[])
         .await
@@ -72,7 +72,7 @@ async fn streams_before_the_upstream_has_finished() {
 async fn never_stores_what_must_not_be_shared() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
 
     type Case = (
         Method,
@@ -146,7 +146,7 @@ async fn stores_vouched_svg_and_long_lived_results() {
     ] {
         let upstream = Upstream::start().await;
         let s3 = S3::start().await;
-        let proxy = Proxy::start(config(&upstream, &[("STORE_SVG", rule)]), s3.store()).await;
+        let proxy = Proxy::start(config(&upstream, &[("STORE_SVG", rule)]), s3.stores()).await;
         for path in ["/svg/x", "/svgsanitized/x", "/ttl/86400"] {
             assert_eq!(get(&proxy.url(path)).await.0, StatusCode::OK);
         }
@@ -169,7 +169,7 @@ async fn never_stores_a_body_without_framing() {
     )
     .await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config_for(&url, &[]), s3.store()).await;
+    let proxy = Proxy::start(config_for(&url, &[]), s3.stores()).await;
     let (status, body) = try_get(&proxy.url("/cut/x")).await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"half an ima");
@@ -205,7 +205,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         }
     };
 
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     assert_eq!(
         seen(&proxy).await,
         "x-forwarded-for: 127.0.0.1\nx-real-ip: \nforwarded: "
@@ -213,7 +213,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     proxy.shutdown().await;
 
     let trusted = [("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")];
-    let proxy = Proxy::start(config(&upstream, &trusted), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &trusted), s3.stores()).await;
     assert_eq!(
         seen(&proxy).await,
         "x-forwarded-for: 6.6.6.6, 127.0.0.1\nx-real-ip: 6.6.6.6\nforwarded: for=6.6.6.6"
@@ -227,7 +227,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
 async fn concurrent_misses_of_one_key_make_one_copy() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     let path = "/gated/popular";
     let mut bodies = Vec::new();
     for _ in 0..10 {
@@ -269,7 +269,7 @@ async fn concurrent_misses_of_one_key_make_one_copy() {
 async fn never_stores_a_truncated_body() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     let result = try_get(&proxy.url("/truncate/x")).await;
     assert!(
         result.is_err(),
@@ -294,7 +294,7 @@ async fn cuts_a_stalled_body_and_stores_nothing() {
     let s3 = S3::start().await;
     let proxy = Proxy::start(
         config(&upstream, &[("UPSTREAM_TIMEOUT_SECS", "1")]),
-        s3.store(),
+        s3.stores(),
     )
     .await;
     let result = try_get(&proxy.url("/stall/x")).await;
@@ -315,7 +315,7 @@ async fn oversize_bodies_stream_whole_but_are_not_stored() {
     let cap = (BIG / 2).to_string();
     let proxy = Proxy::start(
         config(&upstream, &[("MAX_CACHEABLE_BYTES", &cap)]),
-        s3.store(),
+        s3.stores(),
     )
     .await;
     for path in ["/big/x", "/bigchunked/x"] {
@@ -341,7 +341,7 @@ async fn fifty_identical_requests_make_one_put() {
     for dedup in ["head", "conditional"] {
         let upstream = Upstream::start().await;
         let s3 = S3::start().await;
-        let proxy = Proxy::start(config(&upstream, &[("UPLOAD_DEDUP", dedup)]), s3.store()).await;
+        let proxy = Proxy::start(config(&upstream, &[("UPLOAD_DEDUP", dedup)]), s3.stores()).await;
         let url = proxy.url("/ok/popular.jpg");
         let clients = (0..50).map(|_| {
             let url = url.clone();
@@ -374,7 +374,7 @@ async fn conditional_put_keeps_an_existing_object() {
             &upstream,
             &[("UPLOAD_DEDUP", "conditional"), ("BUCKET_READS", "false")],
         ),
-        s3.store(),
+        s3.stores(),
     )
     .await;
     get(&proxy.url(path)).await;
@@ -392,7 +392,7 @@ async fn retries_transient_s3_errors() {
     s3.faults
         .fail_puts
         .store(2, std::sync::atomic::Ordering::SeqCst);
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     let path = "/ok/retried.jpg";
     get(&proxy.url(path)).await;
     proxy.shutdown().await;
@@ -413,7 +413,7 @@ async fn a_body_damaged_on_the_way_is_refused_by_s3() {
     s3.faults
         .corrupt_puts
         .store(1, std::sync::atomic::Ordering::SeqCst);
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     let path = "/ok/damaged-in-flight.jpg";
     let (status, _, body) = get(&proxy.url(path)).await;
     assert_eq!((status, &body), (StatusCode::OK, &body_for(path)));
@@ -432,7 +432,7 @@ async fn permanent_s3_errors_are_not_retried() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let proxy = Proxy::start(
         config(&upstream, &[("UPLOAD_MAX_ATTEMPTS", "5")]),
-        s3.store(),
+        s3.stores(),
     )
     .await;
     for i in 0..3 {
@@ -490,7 +490,7 @@ async fn a_full_queue_drops_new_results_and_stays_bounded() {
                 ("MAX_CACHEABLE_BYTES", &cap),
             ],
         ),
-        s3.store(),
+        s3.stores(),
     )
     .await;
     for i in 0..6 {
@@ -525,7 +525,7 @@ async fn shutdown_drains_pending_uploads() {
     s3.faults
         .hold
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let mut proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     let paths: Vec<String> = (0..4).map(|i| format!("/ok/drain-{i}")).collect();
     for path in &paths {
         get(&proxy.url(path)).await;
@@ -557,7 +557,7 @@ async fn shutdown_reports_uploads_left_at_the_deadline() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let proxy = Proxy::start(
         config(&upstream, &[("SHUTDOWN_TIMEOUT_SECS", "1")]),
-        s3.store(),
+        s3.stores(),
     )
     .await;
     for i in 0..3 {
@@ -641,7 +641,7 @@ async fn malformed_requests_get_400() {
 async fn health_and_metrics_endpoints() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     let (status, headers, body) = get(&proxy.url("/_imgproxy-cache/health")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "application/json");
@@ -703,7 +703,7 @@ async fn head_dedup_skips_the_put_for_an_existing_object() {
             &upstream,
             &[("UPLOAD_DEDUP", "head"), ("BUCKET_READS", "false")],
         ),
-        s3.store(),
+        s3.stores(),
     )
     .await;
     get(&proxy.url(path)).await;
@@ -720,7 +720,7 @@ async fn head_dedup_skips_the_put_for_an_existing_object() {
 async fn uploads_run_at_a_lower_cpu_priority() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     // Answered, so the proxy and its upload runtime are up.
     let (status, _, _) = get(&proxy.url("/ok/priority.jpg")).await;
     assert_eq!(status, StatusCode::OK);
@@ -756,7 +756,7 @@ async fn client_deadlines_follow_the_connection_phase() {
         ("CLIENT_HEADER_TIMEOUT_SECS", "1"),
         ("CLIENT_KEEPALIVE_TIMEOUT_SECS", "3"),
     ];
-    let proxy = Proxy::start(config(&upstream, &limits), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &limits), s3.stores()).await;
     let slack = std::time::Duration::from_millis(1500);
 
     // Half a head, then nothing: closed after the header limit.
@@ -827,7 +827,7 @@ async fn http2_prior_knowledge_is_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
-    let proxy = Proxy::start(config(&upstream, &[]), s3.store()).await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::guard::GuardConfig;
 use crate::aws::AddressingStyle;
 
 /// Which store holds results.
@@ -85,8 +86,8 @@ pub struct ReadConfig {
     pub memory_max_object_bytes: u64,
     /// `COALESCE_TIMEOUT_SECS`: how long a request waits for the head of a render in flight.
     pub coalesce_timeout: Duration,
-    /// `STORE_READS`: whether the bucket is asked before the upstream.
+    /// `BUCKET_READS`: whether the bucket is asked before the upstream.
     pub bucket_reads: bool,
-    /// `STORE_READ_TIMEOUT_MS`: limit for a store's answer to a read (its head).
-    pub store_read_timeout: Duration,
+    /// `STORE_READ_TIMEOUT_MS` and the breaker: how lookups in the stores are bounded.
+    pub guard: GuardConfig,
 }

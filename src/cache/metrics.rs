@@ -7,6 +7,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::policy::NotCacheable;
@@ -135,6 +136,8 @@ pub struct CacheMetrics {
     pub memory_entries: Gauge,
     /// Results the memory tier pushed out to make room.
     pub memory_evictions: Counter,
+    /// Lookups in the bucket before the upstream (`cache::guard`).
+    pub bucket_reads: BucketReadMetrics,
 }
 
 impl CacheMetrics {
@@ -150,6 +153,7 @@ impl CacheMetrics {
             memory_bytes: Gauge::default(),
             memory_entries: Gauge::default(),
             memory_evictions: Counter::default(),
+            bucket_reads: BucketReadMetrics::default(),
         };
         registry.register(
             "uploads",
@@ -196,6 +200,7 @@ impl CacheMetrics {
             "Results the memory tier evicted to make room",
             metrics.memory_evictions.clone(),
         );
+        metrics.bucket_reads.register(registry);
         metrics
     }
 
@@ -211,5 +216,101 @@ impl CacheMetrics {
         self.not_cacheable
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+}
+
+// ===== bucket reads =====
+
+/// What a lookup in the bucket came to: the `result` label of `imgproxy_cache_bucket_reads_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum BucketRead {
+    /// The bucket holds the key; its body is being read.
+    Found,
+    /// No such key (404, or 403 from a bucket that hides which keys exist).
+    Missing,
+    /// An error, or no answer within `STORE_READ_TIMEOUT_MS`.
+    Failed,
+    /// Not asked: the breaker is open after repeated failures.
+    Skipped,
+}
+
+impl BucketRead {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BucketRead::Found => "found",
+            BucketRead::Missing => "missing",
+            BucketRead::Failed => "failed",
+            BucketRead::Skipped => "skipped",
+        }
+    }
+}
+
+impl EncodeLabelValue for BucketRead {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BucketReadLabel {
+    result: BucketRead,
+}
+
+/// The bucket-read guard's metrics. Cloning shares them (every metric is a handle).
+#[derive(Clone)]
+pub struct BucketReadMetrics {
+    /// Lookups, by [`BucketRead`].
+    reads: Family<BucketReadLabel, Counter>,
+    /// Time until the bucket's answer head (or the timeout) for every lookup that asked it.
+    latency: Histogram,
+    /// Found objects whose body failed, stalled, or did not match its length.
+    pub body_failures: Counter,
+    /// The breaker: 0 closed, 1 open, 2 half-open (one probe read let through).
+    pub breaker_state: Gauge,
+}
+
+impl Default for BucketReadMetrics {
+    fn default() -> Self {
+        BucketReadMetrics {
+            reads: Family::default(),
+            // 1 ms .. ~4 s: a healthy bucket answers in milliseconds, the read timeout is
+            // hundreds of them.
+            latency: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+            body_failures: Counter::default(),
+            breaker_state: Gauge::default(),
+        }
+    }
+}
+
+impl BucketReadMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "bucket_reads",
+            "Lookups in the bucket before the upstream, by result",
+            self.reads.clone(),
+        );
+        registry.register(
+            "bucket_read_seconds",
+            "Time until the bucket answered a lookup (or the read timeout)",
+            self.latency.clone(),
+        );
+        registry.register(
+            "bucket_read_body_failures",
+            "Objects found in the bucket whose body failed, stalled or came out the wrong length",
+            self.body_failures.clone(),
+        );
+        registry.register(
+            "bucket_breaker_state",
+            "The bucket-read breaker: 0 closed, 1 open (lookups skipped), 2 half-open (one probe)",
+            self.breaker_state.clone(),
+        );
+    }
+
+    /// Counts one lookup; `took` is `None` for one that did not ask the bucket.
+    pub fn read(&self, result: BucketRead, took: Option<std::time::Duration>) {
+        self.reads.get_or_create(&BucketReadLabel { result }).inc();
+        if let Some(took) = took {
+            self.latency.observe(took.as_secs_f64());
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod config;
 mod fill;
 pub mod flight;
 pub mod fs;
+pub mod guard;
 pub mod key;
 mod known;
 pub mod memory;
@@ -43,6 +44,7 @@ use config::{ReadConfig, StorageConfig, UploadConfig};
 pub use fill::Fill;
 pub use flight::{Attached, Follower};
 use flight::{Flights, Leader, Publisher, Release, Role, Source};
+use guard::{Guarded, ReadGuard};
 pub use key::cache_key;
 use known::KnownKeys;
 use memory::Memory;
@@ -59,6 +61,11 @@ pub struct Stores {
     /// Where uploads go, and the last tier read: the bucket, or the local directory when there
     /// is no bucket.
     pub last: Arc<dyn Store>,
+    /// The same store, for lookups. A bucket's is a client of its own: an HTTP client keeps
+    /// its connections on the runtime that opened them, so lookups (on the serving threads)
+    /// and uploads (on the upload thread) must not share a pool, or an upload would run its
+    /// I/O on a serving thread, and fail once the serving threads stop at shutdown.
+    pub last_reads: Arc<dyn Store>,
     /// Which tier `last` is.
     pub last_tier: Tier,
     /// The disk tier in front of a bucket (`CACHE_DIR` set with `S3_BUCKET`).
@@ -66,10 +73,11 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// A bucket alone.
-    pub fn bucket(store: Arc<dyn Store>) -> Stores {
+    /// A bucket alone, reached through one client for uploads and another for lookups.
+    pub fn bucket(uploads: Arc<dyn Store>, lookups: Arc<dyn Store>) -> Stores {
         Stores {
-            last: store,
+            last: uploads,
+            last_reads: lookups,
             last_tier: Tier::Bucket,
             disk: None,
         }
@@ -78,7 +86,8 @@ impl Stores {
     /// A local directory alone.
     pub fn local(store: Arc<dyn Store>) -> Stores {
         Stores {
-            last: store,
+            last: store.clone(),
+            last_reads: store,
             last_tier: Tier::Disk,
             disk: None,
         }
@@ -97,16 +106,16 @@ impl Stores {
     }
 }
 
-/// A bucket alone (what the tests run over).
+/// A store alone, as a bucket read and written through one client (tests that don't mind it).
 impl From<Arc<dyn Store>> for Stores {
     fn from(store: Arc<dyn Store>) -> Stores {
-        Stores::bucket(store)
+        Stores::bucket(store.clone(), store)
     }
 }
 
 impl<S: Store> From<Arc<S>> for Stores {
     fn from(store: Arc<S>) -> Stores {
-        Stores::bucket(store)
+        Stores::bucket(store.clone(), store)
     }
 }
 
@@ -122,9 +131,10 @@ pub async fn open_store(
 ) -> std::io::Result<Stores> {
     Ok(match storage {
         StorageConfig::Local { dir } => Stores::local(Arc::new(fs::FsStore::open(dir)?)),
-        StorageConfig::S3(s3) => {
-            Stores::bucket(Arc::new(s3::S3Store::from_config(s3, call_timeout).await))
-        }
+        StorageConfig::S3(s3) => Stores::bucket(
+            Arc::new(s3::S3Store::from_config(s3, call_timeout).await),
+            Arc::new(s3::S3Store::from_config(s3, call_timeout).await),
+        ),
     })
 }
 
@@ -157,6 +167,9 @@ pub struct Cache {
     read: ReadConfig,
     memory: Memory,
     stores: Stores,
+    /// The bucket's lookups, behind their timeout and breaker; `None` without a bucket or with
+    /// `BUCKET_READS=false`.
+    bucket: Option<ReadGuard>,
     flights: Arc<Flights>,
     queue: UploadQueue,
     metrics: Arc<CacheMetrics>,
@@ -270,12 +283,20 @@ impl Cache {
             read.memory_max_object_bytes.min(rules.max_bytes),
             metrics.memory_evictions.clone(),
         );
+        let bucket = (stores.last_tier == Tier::Bucket && read.bucket_reads).then(|| {
+            ReadGuard::new(
+                stores.last_reads.clone(),
+                read.guard,
+                metrics.bucket_reads.clone(),
+            )
+        });
         let cache = Cache {
             key_prefix,
             rules,
             read,
             memory,
             stores,
+            bucket,
             flights: Arc::default(),
             queue,
             metrics,
@@ -343,32 +364,37 @@ impl Cache {
         key: &str,
         leader: Leader,
     ) -> Result<(Attached, Tier), Leader> {
-        let mut tiers = Vec::with_capacity(2);
-        if let Some(disk) = &self.stores.disk {
-            tiers.push((disk.clone(), Tier::Disk));
-        }
-        if self.read.bucket_reads || self.stores.last_tier == Tier::Disk {
-            tiers.push((self.stores.last.clone(), self.stores.last_tier));
-        }
         let mut leader = leader;
-        for (store, tier) in tiers {
-            let read = tokio::time::timeout(self.read.store_read_timeout, store.read(key)).await;
-            let reading = match read {
+        let mut local = Vec::with_capacity(2);
+        local.extend(self.stores.disk.iter().cloned());
+        if self.stores.last_tier == Tier::Disk {
+            local.push(self.stores.last_reads.clone());
+        }
+        for disk in local {
+            let timeout = self.read.guard.read_timeout;
+            let reading = match tokio::time::timeout(timeout, disk.read(key)).await {
                 Ok(Ok(Some(reading))) => reading,
                 Ok(Ok(None)) => continue,
                 Ok(Err(error)) => {
-                    tracing::debug!(%key, tier = tier.as_str(), %error, "read failed");
+                    tracing::debug!(%key, %error, "disk tier read failed");
                     continue;
                 }
                 Err(_) => {
-                    tracing::debug!(%key, tier = tier.as_str(), "read timed out");
+                    tracing::debug!(%key, ?timeout, "disk tier read timed out");
                     continue;
                 }
             };
-            match self.publish_reading(key, leader, reading, tier) {
-                Ok(attached) => return Ok((attached, tier)),
+            match self.publish_reading(key, leader, reading, Tier::Disk) {
+                Ok(attached) => return Ok((attached, Tier::Disk)),
                 Err(back) => leader = back,
             }
+        }
+        if let Some(bucket) = &self.bucket
+            && let Guarded::Found(reading) = bucket.read(key).await
+        {
+            return self
+                .publish_reading(key, leader, reading, Tier::Bucket)
+                .map(|attached| (attached, Tier::Bucket));
         }
         Err(leader)
     }

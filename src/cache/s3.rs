@@ -116,7 +116,9 @@ impl Store for S3Store {
             .await;
         let out = match got {
             Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) if e.as_service_error().is_some() && absent(status_of(&e), e.code()) => {
+                return Ok(None);
+            }
             Err(e) => return Err(classify("GET", e)),
         };
         // An object someone else put has no `stored-at`: it was stored when it was modified.
@@ -135,10 +137,15 @@ impl Store for S3Store {
             cache_control: out.cache_control,
             stored_at,
         };
+        // `content_length` is the answer's `Content-Length` header: the length of what is
+        // still to come, which the reader checks the body against.
         let len = out
             .content_length
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(|| StoreError::transient("GET: no Content-Length in the answer"))?;
+        // `ByteStream` hands over each chunk as hyper receives it: nothing here holds the
+        // whole body (tests/bucket_reads.rs reads the first half of a body whose second half
+        // never comes).
         let body = futures_util::stream::unfold(out.body, |mut body| async move {
             let chunk = body.next().await?;
             Some((
@@ -170,6 +177,21 @@ impl Store for S3Store {
 /// The user metadata (`x-amz-meta-stored-at`) that keeps when a result was rendered, in
 /// seconds since the Unix epoch.
 const STORED_AT: &str = "stored-at";
+
+/// Whether a refused GET means "no such object". A bucket answers 404 `NoSuchKey` when the
+/// caller may list it, and 403 `AccessDenied` when it may not (S3 does not tell a caller without
+/// `s3:ListBucket` whether a key exists). A 403 for bad credentials and a 404 for a missing
+/// bucket are errors: no key will ever be found there, and the breaker should hear of it.
+fn absent(status: Option<u16>, code: Option<&str>) -> bool {
+    match (status, code) {
+        (_, Some("NoSuchKey")) => true,
+        (_, Some("NoSuchBucket")) => false,
+        // A 404 without an S3 error body (some gateways and CDNs answer so) is still a miss.
+        (Some(404), _) => true,
+        (Some(403), None | Some("AccessDenied")) => true,
+        _ => false,
+    }
+}
 
 type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 
@@ -259,6 +281,31 @@ mod tests {
                 matches!(verdict(status, code), Verdict::Permanent(_)),
                 "{status} {code:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_missing_key_is_absent_but_a_refusal_is_not() {
+        let absent_ones = [
+            (Some(404), Some("NoSuchKey")),
+            (Some(404), None),
+            (Some(403), Some("AccessDenied")),
+            (Some(403), None),
+        ];
+        for (status, code) in absent_ones {
+            assert!(absent(status, code), "{status:?} {code:?}");
+        }
+        let errors = [
+            (Some(404), Some("NoSuchBucket")),
+            (Some(403), Some("InvalidAccessKeyId")),
+            (Some(403), Some("SignatureDoesNotMatch")),
+            (Some(500), Some("InternalError")),
+            (Some(503), Some("SlowDown")),
+            (Some(400), None),
+            (None, None),
+        ];
+        for (status, code) in errors {
+            assert!(!absent(status, code), "{status:?} {code:?}");
         }
     }
 }

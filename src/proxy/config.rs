@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::aws::AddressingStyle;
 use crate::cache::config::{DedupMode, ReadConfig, S3Config, StorageConfig, UploadConfig};
+use crate::cache::guard::GuardConfig;
 use crate::cache::policy::{Rules, SvgRule};
 use crate::settings::{
     FromVars, Setting, SettingsError, boolean, expand_bind, invalid, list, positive, read, row,
@@ -82,10 +83,22 @@ pub const DEFAULT_COALESCE_TIMEOUT_SECS: u64 = 10;
 /// `BUCKET_READS`: look a key up in the bucket before rendering it. A hit saves a render; a
 /// true miss costs one GET on the way (see the benchmark in the README).
 pub const DEFAULT_BUCKET_READS: bool = true;
-/// `STORE_READ_TIMEOUT_MS`: limit for the bucket's (or the disk tier's) answer to a lookup.
-/// Past it the lookup counts as a miss and the upstream renders: a slow bucket costs a client
-/// at most this. Tigris and S3 answer a GET in the same region in tens of milliseconds.
+/// `STORE_READ_TIMEOUT_MS`: how long the bucket (or the disk tier) may take to answer a
+/// lookup, and to send each body chunk after that; past it the lookup is a miss and the
+/// upstream renders. A bucket in the machine's region answers a GET's head in tens of
+/// milliseconds and rarely takes over 200; 300 ms stays clear of that tail, so a healthy bucket
+/// is almost never cut short, and is still short next to the render a miss costs anyway. A
+/// bucket in another region (several round trips for a new TLS connection) needs more.
 pub const DEFAULT_STORE_READ_TIMEOUT_MS: u64 = 300;
+/// `STORE_READ_BREAKER_FAILURES`: consecutive failed lookups that open the breaker, which then
+/// skips the bucket. One slow answer or a dropped connection should not cost the bucket for a
+/// whole open period (during which every request re-renders); five in a row is a bucket in
+/// trouble, and at any real request rate takes well under a second to see.
+pub const DEFAULT_STORE_READ_BREAKER_FAILURES: u32 = 5;
+/// `STORE_READ_BREAKER_SECS`: how long an open breaker skips the bucket before one probe read.
+/// An outage then costs one probe (at most one timeout) per 30 s, and a recovered bucket is
+/// read again within 30 s.
+pub const DEFAULT_STORE_READ_BREAKER_SECS: u64 = 30;
 /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed. None by default: a client's
 /// own claims about its address are replaced by the address it connects from.
 pub const DEFAULT_TRUSTED_PROXIES: &str = "";
@@ -234,7 +247,17 @@ pub const SETTINGS: &[Setting] = &[
     row(
         "STORE_READ_TIMEOUT_MS",
         "300",
-        "Limit for a store's answer to a lookup; slower counts as a miss.",
+        "Limit for a store's answer to a lookup, and for each body chunk after it; slower counts as a miss.",
+    ),
+    row(
+        "STORE_READ_BREAKER_FAILURES",
+        "5",
+        "Failed bucket lookups in a row that open the breaker: the bucket is then skipped.",
+    ),
+    row(
+        "STORE_READ_BREAKER_SECS",
+        "30",
+        "How long an open breaker skips the bucket before one probe lookup.",
     ),
     row(
         "TRUSTED_PROXIES",
@@ -319,6 +342,8 @@ struct Env {
     coalesce_timeout_secs: Option<u64>,
     bucket_reads: Option<String>,
     store_read_timeout_ms: Option<u64>,
+    store_read_breaker_failures: Option<u32>,
+    store_read_breaker_secs: Option<u64>,
     trusted_proxies: Option<String>,
     upload_queue_capacity: Option<usize>,
     upload_queue_max_bytes: Option<u64>,
@@ -516,11 +541,23 @@ impl Env {
                 self.bucket_reads.as_deref(),
                 DEFAULT_BUCKET_READS,
             )?,
-            store_read_timeout: Duration::from_millis(positive(
-                "STORE_READ_TIMEOUT_MS",
-                self.store_read_timeout_ms
-                    .unwrap_or(DEFAULT_STORE_READ_TIMEOUT_MS),
-            )?),
+            guard: GuardConfig {
+                read_timeout: Duration::from_millis(positive(
+                    "STORE_READ_TIMEOUT_MS",
+                    self.store_read_timeout_ms
+                        .unwrap_or(DEFAULT_STORE_READ_TIMEOUT_MS),
+                )?),
+                breaker_failures: positive(
+                    "STORE_READ_BREAKER_FAILURES",
+                    self.store_read_breaker_failures
+                        .unwrap_or(DEFAULT_STORE_READ_BREAKER_FAILURES),
+                )?,
+                breaker_open: seconds(
+                    "STORE_READ_BREAKER_SECS",
+                    self.store_read_breaker_secs
+                        .unwrap_or(DEFAULT_STORE_READ_BREAKER_SECS),
+                )?,
+            },
         };
 
         Ok(Config {

@@ -294,6 +294,16 @@ pub struct Faults {
     pub hold: std::sync::atomic::AtomicBool,
     /// The next this-many PUT bodies get one byte flipped on the way to the server.
     pub corrupt_puts: AtomicUsize,
+    pub gets: AtomicUsize,
+    /// The next this-many object GETs answer 500 InternalError.
+    pub fail_gets: AtomicUsize,
+    /// Every object GET answers 403 AccessDenied, as a bucket does for a missing key to a
+    /// caller without s3:ListBucket.
+    pub deny_gets: std::sync::atomic::AtomicBool,
+    /// Object GETs are answered this many milliseconds late.
+    pub get_delay_ms: std::sync::atomic::AtomicU64,
+    /// Object GET bodies stop after their first half; the rest never comes.
+    pub stall_get_bodies: std::sync::atomic::AtomicBool,
     gate: Semaphore,
 }
 
@@ -350,6 +360,11 @@ impl S3 {
         Arc::new(S3Store::new(self.client(), BUCKET, &self.endpoint))
     }
 
+    /// The bucket as the proxy opens it: one client for uploads, another for lookups.
+    pub fn stores(&self) -> Stores {
+        Stores::bucket(self.store(), self.store())
+    }
+
     /// The object under `key`: body, content type, cache control.
     pub async fn object(&self, key: &str) -> Option<(Bytes, String, Option<String>)> {
         let out = self
@@ -401,6 +416,10 @@ impl S3 {
         self.faults.heads.load(Ordering::SeqCst)
     }
 
+    pub fn gets(&self) -> usize {
+        self.faults.gets.load(Ordering::SeqCst)
+    }
+
     pub fn release(&self) {
         self.faults.hold.store(false, Ordering::SeqCst);
         self.faults.gate.add_permits(Semaphore::MAX_PERMITS / 2);
@@ -436,6 +455,11 @@ impl Default for Faults {
             deny_puts: Default::default(),
             hold: Default::default(),
             corrupt_puts: AtomicUsize::new(0),
+            gets: AtomicUsize::new(0),
+            fail_gets: AtomicUsize::new(0),
+            deny_gets: Default::default(),
+            get_delay_ms: Default::default(),
+            stall_get_bodies: Default::default(),
             gate: Semaphore::new(0),
         }
     }
@@ -458,10 +482,14 @@ impl Faults {
             match *req.method() {
                 Method::PUT => self.puts.fetch_add(1, Ordering::SeqCst),
                 Method::HEAD => self.heads.fetch_add(1, Ordering::SeqCst),
+                Method::GET => self.gets.fetch_add(1, Ordering::SeqCst),
                 _ => 0,
             };
             if self.hold.load(Ordering::SeqCst) {
                 let _open = self.gate.acquire().await;
+            }
+            if req.method() == Method::GET {
+                return self.answer_get(req, service).await;
             }
             if req.method() == Method::PUT {
                 let failing = self
@@ -489,6 +517,38 @@ impl Faults {
             }
         }
         service.call(req.map(s3s::Body::from)).await
+    }
+}
+
+impl Faults {
+    async fn answer_get(
+        &self,
+        req: Request<Incoming>,
+        service: &s3s::service::S3Service,
+    ) -> Result<Response<s3s::Body>, s3s::HttpError> {
+        let delay = self.get_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let failing = self
+            .fail_gets
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Ok(s3_error(500, "InternalError"));
+        }
+        if self.deny_gets.load(Ordering::SeqCst) {
+            return Ok(s3_error(403, "AccessDenied"));
+        }
+        let response = service.call(req.map(s3s::Body::from)).await?;
+        if !self.stall_get_bodies.load(Ordering::SeqCst) || response.status() != StatusCode::OK {
+            return Ok(response);
+        }
+        // The head as the server sent it (its Content-Length included), half the body.
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let half = chunks(vec![body.slice(..body.len() / 2)], Tail::Never);
+        Ok(Response::from_parts(parts, s3s::Body::http_body(half)))
     }
 }
 
