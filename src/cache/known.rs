@@ -29,6 +29,15 @@ impl KnownKeys {
         })
     }
 
+    /// Forgets `key` (it was removed from the store).
+    pub fn forget(&self, key: &str) {
+        if let Some(keys) = &self.keys {
+            keys.lock()
+                .expect("no code panics while holding this lock")
+                .pop(key);
+        }
+    }
+
     /// Remembers that `key` is in the store.
     pub fn remember(&self, key: &str) {
         if let Some(keys) = &self.keys {

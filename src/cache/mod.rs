@@ -198,6 +198,16 @@ pub enum Lookup {
     Miss(Miss),
 }
 
+/// What [`Cache::purge`] removed: per tier, whether the key was there (`None`: no such tier;
+/// an error: the tier could not be asked, and may still hold it).
+#[derive(Debug)]
+pub struct Purged {
+    pub key: String,
+    pub memory: bool,
+    pub disk: Option<Result<bool, store::StoreError>>,
+    pub bucket: Option<Result<bool, store::StoreError>>,
+}
+
 /// A result found in memory.
 pub struct Hit {
     pub object: Arc<Object>,
@@ -432,6 +442,30 @@ impl Cache {
     /// The stores, in one line (health endpoint, start-up log).
     pub fn describe(&self) -> String {
         self.stores.describe()
+    }
+
+    /// Removes the result for `path` from every tier and the bucket. A render of it in flight
+    /// right now still lands afterwards.
+    pub async fn purge(&self, path: &str) -> Purged {
+        let key = cache_key(&self.key_prefix, path);
+        let memory = self.memory.remove(&key);
+        self.record_memory();
+        self.queue.forget(&key);
+        let disk = match &self.stores.disk {
+            Some(disk) => Some(disk.delete(&key).await),
+            None => None,
+        };
+        let last = self.stores.last.delete(&key).await;
+        let (disk, bucket) = match self.stores.last_tier {
+            Tier::Disk => (Some(last), None),
+            _ => (disk, Some(last)),
+        };
+        Purged {
+            key,
+            memory,
+            disk,
+            bucket,
+        }
     }
 
     /// Uploads waiting or running right now.

@@ -427,6 +427,11 @@ impl UploadQueue {
         self.shared.known.remember(key);
     }
 
+    /// Forgets that `key` is in the store (it was purged), so the next result is uploaded.
+    pub fn forget(&self, key: &str) {
+        self.shared.known.forget(key);
+    }
+
     /// Uploads waiting or running right now.
     pub fn pending(&self) -> usize {
         self.shared.pending.load(Ordering::Relaxed)
