@@ -55,7 +55,7 @@ pub async fn open_store(
     call_timeout: Duration,
 ) -> std::io::Result<Arc<dyn Store>> {
     Ok(match storage {
-        StorageConfig::Local { dir } => Arc::new(fs::FsStore::open(dir)?),
+        StorageConfig::Local { dir } => Arc::new(fs::FsStore::open(dir, fs::DEFAULT_MAX_BYTES)?),
         StorageConfig::S3(s3) => Arc::new(s3::S3Store::from_config(s3, call_timeout).await),
     })
 }
