@@ -128,7 +128,7 @@ impl Shared {
         let mut keys = Vec::new();
         let mut freed = 0;
         for (key, entry) in index.lru.iter().rev() {
-            if index.bytes - freed <= max_bytes {
+            if index.bytes.saturating_sub(freed) <= max_bytes {
                 break;
             }
             if !index.busy.contains(key) {

@@ -10,7 +10,8 @@
 //!   metadata first, body last, so the body appearing is the commit point. Replacing an
 //!   object removes the old body first. At every instant, and so after a crash at any
 //!   instant, a body on disk has its own metadata beside it; what an interrupted put leaves
-//!   (temporary files, metadata alone) is swept at start-up (`scan`).
+//!   (temporary files, metadata alone) is swept at start-up (`scan`). While an object is
+//!   being replaced (the renames, not the writing), reads of it miss.
 //! - **The bound**: each object is charged its body rounded up to whole 4 KiB blocks plus one
 //!   block for its metadata ([`charge`]), about what ext4 and xfs allocate, so the cap is
 //!   what `du` sees (directories themselves aside). A put first takes least recently used
@@ -236,6 +237,10 @@ fn safe_key(key: &str) -> bool {
         && parts.all(|p| !p.is_empty() && p != "." && p != "..")
 }
 
+fn unsafe_key(key: &str) -> StoreError {
+    StoreError::permanent(format!("unsafe key {key:?}"), None)
+}
+
 /// A body opened for reading, with its metadata, checked to belong together.
 struct Opened {
     meta: Meta,
@@ -266,7 +271,7 @@ impl Inner {
 
     fn paths(&self, key: &str) -> Result<(PathBuf, PathBuf), StoreError> {
         if !safe_key(key) {
-            return Err(StoreError::permanent(format!("unsafe key {key:?}"), None));
+            return Err(unsafe_key(key));
         }
         Ok((self.root.join(key), self.root.join(META_DIR).join(key)))
     }
@@ -568,7 +573,9 @@ impl Store for FsStore {
     }
 
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.paths(key)?;
+        if !safe_key(key) {
+            return Err(unsafe_key(key));
+        }
         Ok(self.inner.shared.lock().lru.contains(key))
     }
 
