@@ -50,9 +50,11 @@ use super::object::{Meta, Object, Reading, unix_secs};
 use super::store::{PutMode, PutOutcome, Store, StoreError};
 use index::Shared;
 
-/// `CACHE_DIR_MAX_BYTES`: the most the directory holds, 1 GiB unless set. About 19 000
-/// results of 50 KB; it fits a 1.5 GB volume with room for the filesystem's own overhead, so
-/// a small Fly volume never fills up. Raise it to ~80% of a bigger volume.
+/// `CACHE_DIR_MAX_BYTES`: the most the directory holds, 1 GiB unless set. A 50 KB result is
+/// charged 56 KiB (see [`charge`]), so that is about 19 000 results: a day's working set for
+/// most sites, while a volume of 2 GB or more keeps room for the filesystem's own overhead
+/// and never fills up. On a bigger volume raise it to ~75% of the volume; below 8 KiB
+/// nothing fits.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
 /// How stale a body's atime may get before a read sets it: a hit on a hot object costs an
@@ -284,7 +286,7 @@ impl Inner {
             let mut index = self.shared.lock();
             for found in objects {
                 let charge = charge(found.len);
-                index.bytes += charge;
+                index.bytes = index.bytes.saturating_add(charge);
                 index.insert(found.key, charge);
             }
         }
