@@ -170,13 +170,13 @@ fn run_proxy() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     let why = match &config.storage {
-        StorageConfig::Local { .. } => " (S3_BUCKET is not set)",
-        StorageConfig::S3(_) => "",
+        StorageConfig::Local(_) => " (S3_BUCKET is not set)",
+        StorageConfig::S3(..) => "",
     };
     let store = match open_store(&config.storage, config.upload.timeout).await {
         Ok(store) => store,
         Err(e) => {
-            tracing::error!(error = %e, "cannot open the local store in CACHE_DIR");
+            tracing::error!(error = %e, "cannot use the directory in CACHE_DIR");
             return ExitCode::FAILURE;
         }
     };

@@ -599,7 +599,13 @@ async fn upstream_down_is_a_502() {
     let mut config = config(&upstream, &[]);
     config.upstream = format!("http://{dead}").parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(imgproxy_cache::cache::fs::FsStore::open(dir.path()).unwrap());
+    let store = std::sync::Arc::new(
+        imgproxy_cache::cache::fs::FsStore::open(
+            dir.path(),
+            imgproxy_cache::cache::fs::DEFAULT_MAX_BYTES,
+        )
+        .unwrap(),
+    );
     let proxy = Proxy::start(config, store).await;
     let (status, headers, body) = get(&proxy.url("/ok/x")).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -614,7 +620,13 @@ async fn malformed_requests_get_400() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(imgproxy_cache::cache::fs::FsStore::open(dir.path()).unwrap());
+    let store = std::sync::Arc::new(
+        imgproxy_cache::cache::fs::FsStore::open(
+            dir.path(),
+            imgproxy_cache::cache::fs::DEFAULT_MAX_BYTES,
+        )
+        .unwrap(),
+    );
     let proxy = Proxy::start(config(&upstream, &[]), store).await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     stream

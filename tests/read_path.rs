@@ -285,3 +285,111 @@ async fn followers_of_an_answer_that_is_not_stored_ask_for_themselves() {
     proxy.shutdown().await;
     assert!(s3.keys().await.is_empty());
 }
+
+/// Waits until `done` says so (a state the test observes); fails after 10 s.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn disk(dir: &std::path::Path) -> std::sync::Arc<imgproxy_cache::cache::fs::FsStore> {
+    std::sync::Arc::new(imgproxy_cache::cache::fs::FsStore::open(dir, 64 << 20).unwrap())
+}
+
+/// With `CACHE_DIR` beside a bucket, a result goes to the disk tier too, and is served from
+/// there (memory off here) — also by a restarted proxy, which asks the bucket nothing.
+#[tokio::test]
+async fn the_disk_tier_serves_what_it_holds_across_a_restart() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let no_memory = [("MEMORY_CACHE_MAX_BYTES", "0")];
+    let path = "/ok/on-disk.jpg";
+    let want = body_for(path);
+    {
+        let mut stores = s3.stores();
+        stores.disk = Some(disk(dir.path()));
+        let proxy = Proxy::start(config(&upstream, &no_memory), stores).await;
+        let (_, headers, body) = get(&proxy.url(path)).await;
+        assert_eq!(
+            (headers["x-cache"].to_str().unwrap(), body),
+            ("MISS", want.clone())
+        );
+        until("the disk tier's copy", async || {
+            metric(&proxy.metrics().await, "imgproxy_cache_disk_entries") >= 1.0
+        })
+        .await;
+        let (_, headers, body) = get(&proxy.url(path)).await;
+        assert_eq!(
+            (headers["x-cache"].to_str().unwrap(), body),
+            ("HIT disk", want.clone())
+        );
+        proxy.shutdown().await;
+    }
+    let gets = s3.gets();
+    let mut stores = s3.stores();
+    stores.disk = Some(disk(dir.path()));
+    let restarted = Proxy::start(config(&upstream, &no_memory), stores).await;
+    let (_, headers, body) = get(&restarted.url(path)).await;
+    assert_eq!(
+        (headers["x-cache"].to_str().unwrap(), body),
+        ("HIT disk", want)
+    );
+    assert_eq!(s3.gets(), gets, "the bucket was not asked");
+    assert_eq!(renders(&upstream), 1);
+    restarted.shutdown().await;
+}
+
+/// Purge: only with the admin token; it empties memory and the bucket, and the next request
+/// renders again. Without a token configured the endpoint does not exist.
+#[tokio::test]
+async fn purge_removes_a_key_from_every_tier() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let token = "a-long-enough-admin-token";
+    let proxy = Proxy::start(config(&upstream, &[("ADMIN_TOKEN", token)]), s3.stores()).await;
+    let path = "/ok/purged.jpg";
+    get(&proxy.url(path)).await;
+    until("the upload", async || s3.object(&key(path)).await.is_some()).await;
+    let purge_url = proxy.url(&format!("/_imgproxy-cache/cache{path}"));
+
+    let anonymous = request(Method::DELETE, &purge_url, &[]).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let wrong = request(
+        Method::DELETE,
+        &purge_url,
+        &[("authorization", "Bearer wrong-token-of-some-length")],
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let bearer = format!("Bearer {token}");
+    let get_it = request(Method::GET, &purge_url, &[("authorization", &bearer)]).await;
+    assert_eq!(get_it.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(s3.object(&key(path)).await.is_some(), "nothing purged yet");
+
+    let purged = request(Method::DELETE, &purge_url, &[("authorization", &bearer)]).await;
+    assert_eq!(purged.status(), StatusCode::OK);
+    let report: serde_json::Value =
+        serde_json::from_slice(&purged.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(report["key"], key(path));
+    assert_eq!(report["memory"], true);
+    assert_eq!(report["bucket"], true);
+    assert!(s3.object(&key(path)).await.is_none());
+    let (_, headers, _) = get(&proxy.url(path)).await;
+    assert_eq!(headers["x-cache"], "MISS");
+    assert_eq!(renders(&upstream), 2);
+    proxy.shutdown().await;
+
+    let closed = Proxy::start(config(&upstream, &[]), s3.stores()).await;
+    let response = request(
+        Method::DELETE,
+        &closed.url(&format!("/_imgproxy-cache/cache{path}")),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    closed.shutdown().await;
+}

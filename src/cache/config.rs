@@ -7,14 +7,20 @@ use std::time::Duration;
 use super::guard::GuardConfig;
 use crate::aws::AddressingStyle;
 
-/// Which store holds results.
+/// Which stores hold results.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StorageConfig {
     /// No `S3_BUCKET`: a directory on this machine.
-    Local {
-        dir: String,
-    },
-    S3(S3Config),
+    Local(DiskConfig),
+    /// A bucket, with the disk tier in front of it when `CACHE_DIR` is set.
+    S3(S3Config, Option<DiskConfig>),
+}
+
+/// The disk tier: `CACHE_DIR`, bounded by `CACHE_DIR_MAX_BYTES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub dir: String,
+    pub max_bytes: u64,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -32,20 +38,28 @@ pub struct S3Config {
 impl std::fmt::Debug for StorageConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StorageConfig::Local { dir } => write!(f, "local directory {dir}"),
-            StorageConfig::S3(s3) => write!(
-                f,
-                "s3 bucket {} at {} (region {}, {:?} style{})",
-                s3.bucket,
-                s3.endpoint,
-                s3.region,
-                s3.style,
-                if s3.assume_role_arn.is_some() {
-                    ", assumed role"
-                } else {
-                    ""
+            StorageConfig::Local(disk) => {
+                write!(f, "local directory {} ({} bytes)", disk.dir, disk.max_bytes)
+            }
+            StorageConfig::S3(s3, disk) => {
+                write!(
+                    f,
+                    "s3 bucket {} at {} (region {}, {:?} style{})",
+                    s3.bucket,
+                    s3.endpoint,
+                    s3.region,
+                    s3.style,
+                    if s3.assume_role_arn.is_some() {
+                        ", assumed role"
+                    } else {
+                        ""
+                    }
+                )?;
+                if let Some(disk) = disk {
+                    write!(f, ", disk tier {} ({} bytes)", disk.dir, disk.max_bytes)?;
                 }
-            ),
+                Ok(())
+            }
         }
     }
 }

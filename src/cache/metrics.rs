@@ -136,6 +136,11 @@ pub struct CacheMetrics {
     pub memory_entries: Gauge,
     /// Results the memory tier pushed out to make room.
     pub memory_evictions: Counter,
+    /// Bytes the disk tier holds (in whole file-system blocks), at the last scrape.
+    pub disk_bytes: Gauge,
+    pub disk_entries: Gauge,
+    /// Results the disk tier removed to make room.
+    pub disk_evictions: Counter,
     /// Lookups in the bucket before the upstream (`cache::guard`).
     pub bucket_reads: BucketReadMetrics,
 }
@@ -153,6 +158,9 @@ impl CacheMetrics {
             memory_bytes: Gauge::default(),
             memory_entries: Gauge::default(),
             memory_evictions: Counter::default(),
+            disk_bytes: Gauge::default(),
+            disk_entries: Gauge::default(),
+            disk_evictions: Counter::default(),
             bucket_reads: BucketReadMetrics::default(),
         };
         registry.register(
@@ -199,6 +207,21 @@ impl CacheMetrics {
             "memory_evictions",
             "Results the memory tier evicted to make room",
             metrics.memory_evictions.clone(),
+        );
+        registry.register(
+            "disk_bytes",
+            "Bytes held by the disk tier, in whole file-system blocks",
+            metrics.disk_bytes.clone(),
+        );
+        registry.register(
+            "disk_entries",
+            "Results held by the disk tier",
+            metrics.disk_entries.clone(),
+        );
+        registry.register(
+            "disk_evictions",
+            "Results the disk tier removed to make room",
+            metrics.disk_evictions.clone(),
         );
         metrics.bucket_reads.register(registry);
         metrics

@@ -40,7 +40,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 use tokio::sync::Semaphore;
 
-use config::{ReadConfig, StorageConfig, UploadConfig};
+use config::{DiskConfig, ReadConfig, StorageConfig, UploadConfig};
 pub use fill::Fill;
 pub use flight::{Attached, Follower};
 use flight::{Flights, Leader, Publisher, Release, Role, Source};
@@ -124,18 +124,33 @@ impl<S: Store> From<Arc<S>> for Stores {
 /// take `call_timeout` (`UPLOAD_TIMEOUT_SECS`).
 ///
 /// # Errors
-/// The local directory cannot be created.
+/// The directory in `CACHE_DIR` cannot be used (the error names the path).
 pub async fn open_store(
     storage: &StorageConfig,
     call_timeout: Duration,
 ) -> std::io::Result<Stores> {
     Ok(match storage {
-        StorageConfig::Local { dir } => Stores::local(Arc::new(fs::FsStore::open(dir)?)),
-        StorageConfig::S3(s3) => Stores::bucket(
-            Arc::new(s3::S3Store::from_config(s3, call_timeout).await),
-            Arc::new(s3::S3Store::from_config(s3, call_timeout).await),
-        ),
+        StorageConfig::Local(disk) => Stores::local(open_disk(disk).await?),
+        StorageConfig::S3(s3, disk) => {
+            let mut stores = Stores::bucket(
+                Arc::new(s3::S3Store::from_config(s3, call_timeout).await),
+                Arc::new(s3::S3Store::from_config(s3, call_timeout).await),
+            );
+            if let Some(disk) = disk {
+                stores.disk = Some(open_disk(disk).await?);
+            }
+            stores
+        }
     })
+}
+
+/// Opens the disk tier (walking what it holds already, which takes a while for a big one).
+async fn open_disk(disk: &DiskConfig) -> std::io::Result<Arc<dyn Store>> {
+    let (dir, max_bytes) = (disk.dir.clone(), disk.max_bytes);
+    let store = tokio::task::spawn_blocking(move || fs::FsStore::open(dir, max_bytes))
+        .await
+        .map_err(std::io::Error::other)??;
+    Ok(Arc::new(store))
 }
 
 /// A tier that holds finished results.
@@ -552,6 +567,24 @@ impl Cache {
     fn hold_in_memory(&self, key: &str, object: &Object) {
         self.memory.insert(key, Arc::new(object.clone()));
         self.record_memory();
+    }
+
+    /// Brings the gauges of what the tiers hold up to date (before a scrape).
+    pub fn record_usage(&self) {
+        self.record_memory();
+        let disk = self.stores.disk.as_ref().or(match self.stores.last_tier {
+            Tier::Disk => Some(&self.stores.last),
+            _ => None,
+        });
+        if let Some(usage) = disk.and_then(|disk| disk.usage()) {
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.metrics.disk_bytes.set(gauge(usage.bytes));
+            self.metrics.disk_entries.set(gauge(usage.entries));
+            let counted = self.metrics.disk_evictions.get();
+            self.metrics
+                .disk_evictions
+                .inc_by(usage.evictions.saturating_sub(counted));
+        }
     }
 
     fn record_memory(&self) {

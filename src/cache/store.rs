@@ -62,11 +62,26 @@ impl StoreError {
     }
 }
 
+/// What a store that keeps its own bound holds (the disk tier), for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Bytes counted against the bound (the disk tier counts whole file-system blocks).
+    pub bytes: u64,
+    pub entries: u64,
+    /// Objects removed to make room since the store was opened.
+    pub evictions: u64,
+}
+
 /// A place that keeps results under their keys.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A short description for the first log line (`s3 bucket x at y`, `local directory d`).
     fn describe(&self) -> String;
+
+    /// What the store holds, when it keeps count (a bucket doesn't).
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
 
     /// # Errors
     /// The store could not be asked.

@@ -12,7 +12,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::aws::AddressingStyle;
-use crate::cache::config::{DedupMode, ReadConfig, S3Config, StorageConfig, UploadConfig};
+use crate::cache::config::{
+    DedupMode, DiskConfig, ReadConfig, S3Config, StorageConfig, UploadConfig,
+};
 use crate::cache::guard::GuardConfig;
 use crate::cache::policy::{Rules, SvgRule};
 use crate::settings::{
@@ -53,8 +55,15 @@ pub const DEFAULT_S3_ENDPOINT: &str = "https://fly.storage.tigris.dev";
 pub const DEFAULT_S3_REGION: &str = "auto";
 /// `S3_ADDRESSING_STYLE`: `path` (`endpoint/bucket/key`, the Go sidecar's choice) or `virtual`.
 pub const DEFAULT_S3_ADDRESSING_STYLE: AddressingStyle = AddressingStyle::Path;
-/// `CACHE_DIR`: the local store used when `S3_BUCKET` is not set.
+/// `CACHE_DIR`: the local store used when `S3_BUCKET` is not set. With a bucket, the disk tier
+/// in front of it is off unless `CACHE_DIR` is set.
 pub const DEFAULT_CACHE_DIR: &str = "./cache";
+/// `CACHE_DIR_MAX_BYTES`: the directory's size, past which the least recently used results go.
+/// 1 GiB holds about 19 000 results of 50 KB (each counted in whole 4 KiB blocks, as the file
+/// system stores it) and suits a Fly volume of 2 GB or more, leaving the file system its room.
+pub const DEFAULT_CACHE_DIR_MAX_BYTES: u64 = 1 << 30;
+/// The smallest `CACHE_DIR_MAX_BYTES` accepted: below it hardly a result would fit.
+const MIN_CACHE_DIR_MAX_BYTES: u64 = 1 << 20;
 /// `MAX_CACHEABLE_BYTES`: bigger responses still stream to the client but are not stored.
 pub const DEFAULT_MAX_CACHEABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// `MIN_STORE_MAX_AGE_SECS`: results that may be kept for less (by `max-age`, `s-maxage` or
@@ -99,6 +108,10 @@ pub const DEFAULT_STORE_READ_BREAKER_FAILURES: u32 = 5;
 /// An outage then costs one probe (at most one timeout) per 30 s, and a recovered bucket is
 /// read again within 30 s.
 pub const DEFAULT_STORE_READ_BREAKER_SECS: u64 = 30;
+/// `ADMIN_TOKEN`: unset, the admin endpoints (purge) answer 404. A token must be at least
+/// [`MIN_ADMIN_TOKEN_LEN`] characters: anyone who guesses it can empty the cache.
+pub const DEFAULT_ADMIN_TOKEN: &str = "";
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed. None by default: a client's
 /// own claims about its address are replaced by the address it connects from.
 pub const DEFAULT_TRUSTED_PROXIES: &str = "";
@@ -206,8 +219,13 @@ pub const SETTINGS: &[Setting] = &[
     ),
     row(
         "CACHE_DIR",
-        DEFAULT_CACHE_DIR,
-        "Directory of the local store (used when `S3_BUCKET` is unset).",
+        "(./cache without a bucket; unset with one)",
+        "Directory of the local store; with `S3_BUCKET`, of the disk tier in front of the bucket. A directory of its own.",
+    ),
+    row(
+        "CACHE_DIR_MAX_BYTES",
+        "1073741824",
+        "Size of `CACHE_DIR`; the least recently used results are removed past it.",
     ),
     row(
         "MAX_CACHEABLE_BYTES",
@@ -258,6 +276,11 @@ pub const SETTINGS: &[Setting] = &[
         "STORE_READ_BREAKER_SECS",
         "30",
         "How long an open breaker skips the bucket before one probe lookup.",
+    ),
+    row(
+        "ADMIN_TOKEN",
+        "(unset)",
+        "Bearer token for `DELETE /_imgproxy-cache/cache/<path>` (purge); unset, the endpoint answers 404. At least 16 characters.",
     ),
     row(
         "TRUSTED_PROXIES",
@@ -334,6 +357,7 @@ struct Env {
     s3_assume_role_arn: Option<String>,
     s3_assume_role_external_id: Option<String>,
     cache_dir: Option<String>,
+    cache_dir_max_bytes: Option<u64>,
     max_cacheable_bytes: Option<u64>,
     min_store_max_age_secs: Option<u64>,
     store_svg: Option<String>,
@@ -344,6 +368,7 @@ struct Env {
     store_read_timeout_ms: Option<u64>,
     store_read_breaker_failures: Option<u32>,
     store_read_breaker_secs: Option<u64>,
+    admin_token: Option<String>,
     trusted_proxies: Option<String>,
     upload_queue_capacity: Option<usize>,
     upload_queue_max_bytes: Option<u64>,
@@ -380,9 +405,21 @@ pub struct Config {
     pub read: ReadConfig,
     /// `TRUSTED_PROXIES`.
     pub trusted_proxies: Vec<IpNet>,
+    /// `ADMIN_TOKEN`, when the admin endpoints are on.
+    pub admin_token: Option<Secret>,
     pub upload: UploadConfig,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+}
+
+/// A value that must never reach a log line: its `Debug` says only that it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
 }
 
 /// How long a client may take; see the `DEFAULT_CLIENT_*` constants.
@@ -410,31 +447,45 @@ impl Env {
             .unwrap_or_else(|| DEFAULT_UPSTREAM_URL.into());
         let upstream = parse_base_url("UPSTREAM_URL", &upstream_raw, &["http"])?;
 
+        let max_bytes = self
+            .cache_dir_max_bytes
+            .unwrap_or(DEFAULT_CACHE_DIR_MAX_BYTES);
+        if max_bytes < MIN_CACHE_DIR_MAX_BYTES {
+            return Err(invalid(
+                "CACHE_DIR_MAX_BYTES",
+                &max_bytes.to_string(),
+                format!("must be at least {MIN_CACHE_DIR_MAX_BYTES}"),
+            ));
+        }
+        let disk = |dir: String| DiskConfig { dir, max_bytes };
         let storage = match self.s3_bucket {
-            None => StorageConfig::Local {
-                dir: self.cache_dir.unwrap_or_else(|| DEFAULT_CACHE_DIR.into()),
-            },
+            None => StorageConfig::Local(disk(
+                self.cache_dir.unwrap_or_else(|| DEFAULT_CACHE_DIR.into()),
+            )),
             Some(bucket) => {
                 let endpoint = self
                     .s3_endpoint
                     .unwrap_or_else(|| DEFAULT_S3_ENDPOINT.into());
                 parse_base_url("S3_ENDPOINT", &endpoint, &["http", "https"])?;
-                StorageConfig::S3(S3Config {
-                    bucket,
-                    endpoint,
-                    region: self.s3_region.unwrap_or_else(|| DEFAULT_S3_REGION.into()),
-                    style: choice(
-                        "S3_ADDRESSING_STYLE",
-                        self.s3_addressing_style,
-                        DEFAULT_S3_ADDRESSING_STYLE,
-                        &[
-                            ("path", AddressingStyle::Path),
-                            ("virtual", AddressingStyle::Virtual),
-                        ],
-                    )?,
-                    assume_role_arn: self.s3_assume_role_arn,
-                    assume_role_external_id: self.s3_assume_role_external_id,
-                })
+                StorageConfig::S3(
+                    S3Config {
+                        bucket,
+                        endpoint,
+                        region: self.s3_region.unwrap_or_else(|| DEFAULT_S3_REGION.into()),
+                        style: choice(
+                            "S3_ADDRESSING_STYLE",
+                            self.s3_addressing_style,
+                            DEFAULT_S3_ADDRESSING_STYLE,
+                            &[
+                                ("path", AddressingStyle::Path),
+                                ("virtual", AddressingStyle::Virtual),
+                            ],
+                        )?,
+                        assume_role_arn: self.s3_assume_role_arn,
+                        assume_role_external_id: self.s3_assume_role_external_id,
+                    },
+                    self.cache_dir.map(disk),
+                )
             }
         };
 
@@ -560,9 +611,21 @@ impl Env {
             },
         };
 
+        let admin_token = match self.admin_token.filter(|t| !t.is_empty()) {
+            Some(token) if token.chars().count() < MIN_ADMIN_TOKEN_LEN => {
+                return Err(invalid(
+                    "ADMIN_TOKEN",
+                    "(hidden)",
+                    format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                ));
+            }
+            token => token.map(Secret),
+        };
+
         Ok(Config {
             bind,
             read,
+            admin_token,
             upstream,
             upstream_timeout: seconds(
                 "UPSTREAM_TIMEOUT_SECS",
@@ -701,9 +764,10 @@ mod tests {
         assert_eq!(c.upstream, "http://127.0.0.1:8081/");
         assert_eq!(
             c.storage,
-            StorageConfig::Local {
-                dir: "./cache".into()
-            }
+            StorageConfig::Local(DiskConfig {
+                dir: "./cache".into(),
+                max_bytes: DEFAULT_CACHE_DIR_MAX_BYTES,
+            })
         );
         assert_eq!(c.upload.dedup, DedupMode::Conditional);
         assert_eq!(c.health_check_timeout, Duration::from_secs(30));
@@ -729,8 +793,8 @@ mod tests {
     #[test]
     fn a_bucket_selects_s3_with_tigris_defaults() {
         let c = config(&[("S3_BUCKET", "images"), ("S3_FOLDER", "thumbs/")]).unwrap();
-        let StorageConfig::S3(s3) = c.storage else {
-            panic!("expected s3")
+        let StorageConfig::S3(s3, None) = c.storage else {
+            panic!("expected s3 without a disk tier")
         };
         assert_eq!(s3.endpoint, "https://fly.storage.tigris.dev");
         assert_eq!(s3.region, "auto");
