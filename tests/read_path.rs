@@ -393,3 +393,92 @@ async fn purge_removes_a_key_from_every_tier() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     closed.shutdown().await;
 }
+
+/// Puts an object the way the proxy would have stored it `age` ago, allowed `max_age`.
+async fn put_rendered(s3: &S3, key: &str, body: &'static [u8], age: Duration, max_age: u64) {
+    let stored_at = std::time::SystemTime::now() - age;
+    let secs = stored_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    s3.client()
+        .put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .content_type("image/jpeg")
+        .cache_control(format!("max-age={max_age}"))
+        .metadata("stored-at", secs.to_string())
+        .body(bytes::Bytes::from_static(body).into())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A stale result is served at once while one background render replaces it everywhere; the
+/// next request gets the new one.
+#[tokio::test]
+async fn a_stale_result_is_served_while_it_is_rendered_again() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let path = "/ok/went-stale.jpg";
+    put_rendered(
+        &s3,
+        &key(path),
+        b"old rendering",
+        Duration::from_secs(7200),
+        3600,
+    )
+    .await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
+
+    let (status, headers, body) = get(&proxy.url(path)).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"old rendering"[..]));
+    assert_eq!(headers["x-cache"], "STALE bucket");
+    assert!(headers["age"].to_str().unwrap().parse::<u64>().unwrap() >= 7200);
+    until("the bucket's copy replaced", async || {
+        s3.object(&key(path))
+            .await
+            .is_some_and(|(b, ..)| b == body_for(path))
+    })
+    .await;
+    let (_, headers, body) = get(&proxy.url(path)).await;
+    assert_eq!(
+        (headers["x-cache"].to_str().unwrap(), body),
+        ("HIT memory", body_for(path))
+    );
+    assert_eq!(renders(&upstream), 1, "one refresh");
+    proxy.shutdown().await;
+}
+
+/// With the upstream down a stale result is still served (and stays).
+#[tokio::test]
+async fn a_stale_result_is_served_when_the_upstream_is_down() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let path = "/ok/stale-and-alone.jpg";
+    put_rendered(
+        &s3,
+        &key(path),
+        b"old rendering",
+        Duration::from_secs(7200),
+        3600,
+    )
+    .await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = config(&upstream, &[]);
+    config.upstream = format!("http://{dead}").parse().unwrap();
+    let proxy = Proxy::start(config, s3.stores()).await;
+    for _ in 0..3 {
+        let (status, headers, body) = get(&proxy.url(path)).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"old rendering"[..]));
+        assert!(headers["x-cache"].to_str().unwrap().starts_with("STALE"));
+    }
+    proxy.shutdown().await;
+    assert_eq!(
+        s3.object(&key(path)).await.unwrap().0,
+        &b"old rendering"[..]
+    );
+}

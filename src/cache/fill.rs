@@ -11,18 +11,18 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Cache;
 use super::object::{Meta, Object};
 use super::policy::NotCacheable;
 use super::queue::{DropReason, Offer, Reservation};
-use std::time::SystemTime;
+use super::{Cache, Refreshing};
 
 /// A copy in progress, and where it goes when complete.
 pub struct Fill {
     cache: Arc<Cache>,
     key: String,
-    content_type: String,
-    cache_control: Option<String>,
+    meta: Option<Meta>,
+    /// Held until the copy ends, when it renders a stale result again.
+    _refresh: Option<Refreshing>,
     /// `Content-Length`, when the upstream gave one: the copy must reach it exactly.
     expected_len: Option<u64>,
     /// The key's claim on the upload path and the bytes `buf` may use; `None` once the fill
@@ -36,18 +36,18 @@ impl Fill {
     pub(super) fn new(
         cache: Arc<Cache>,
         key: String,
-        content_type: String,
-        cache_control: Option<String>,
+        meta: Meta,
         expected_len: Option<u64>,
         reservation: Reservation,
+        refresh: Option<Refreshing>,
     ) -> Fill {
         // The policy capped the announced length; without one the copy grows as it goes.
         let capacity = expected_len.map_or(0, |n| n as usize);
         Fill {
             cache,
             key,
-            content_type,
-            cache_control,
+            meta: Some(meta),
+            _refresh: refresh,
             expected_len,
             reservation: Some(reservation),
             buf: BytesMut::with_capacity(capacity),
@@ -107,15 +107,14 @@ impl Fill {
             self.cache.not_stored(&self.key, NotCacheable::Incomplete);
             return;
         }
+        let Some(meta) = self.meta.take() else {
+            return;
+        };
         let object = Object {
             body: std::mem::take(&mut self.buf).freeze(),
-            meta: Meta::new(
-                std::mem::take(&mut self.content_type),
-                self.cache_control.take(),
-                SystemTime::now(),
-            ),
+            meta,
         };
-        self.cache.hold_in_memory(&self.key, &object);
+        self.cache.rendered(&self.key, &object);
         self.cache.queue.offer(reservation, object);
     }
 

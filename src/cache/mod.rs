@@ -17,6 +17,7 @@
 pub mod config;
 mod fill;
 pub mod flight;
+pub mod freshness;
 pub mod fs;
 pub mod guard;
 pub mod key;
@@ -30,8 +31,9 @@ pub mod s3;
 pub mod store;
 mod upload;
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -44,6 +46,7 @@ use config::{DiskConfig, ReadConfig, StorageConfig, UploadConfig};
 pub use fill::Fill;
 pub use flight::{Attached, Follower};
 use flight::{Flights, Leader, Publisher, Release, Role, Source};
+pub use freshness::{Freshness, freshness};
 use guard::{Guarded, ReadGuard};
 pub use key::cache_key;
 use known::KnownKeys;
@@ -189,6 +192,8 @@ pub struct Cache {
     queue: UploadQueue,
     metrics: Arc<CacheMetrics>,
     disk_writes: Arc<Semaphore>,
+    /// Keys of stale results being rendered again in the background: one at a time per key.
+    refreshing: Arc<Mutex<HashSet<String>>>,
     /// Advice on a reason that may mean nothing gets stored is logged once per reason; the
     /// metric counts every case.
     hinted: Hinted,
@@ -226,6 +231,7 @@ pub struct Purged {
 /// A result found in memory.
 pub struct Hit {
     pub object: Arc<Object>,
+    pub freshness: Freshness,
 }
 
 /// A request that found a flight for its key.
@@ -286,6 +292,24 @@ pub struct Miss {
     ranged: bool,
     /// The request leads the key's flight: its followers wait for this answer.
     leader: Option<Leader>,
+    /// A background rendering of a stale result: its copy replaces the stored one.
+    refresh: Option<Refreshing>,
+}
+
+/// A key being rendered again in the background; dropping it lets the next stale hit of the
+/// key start another.
+pub struct Refreshing {
+    keys: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.keys
+            .lock()
+            .expect("no code panics while holding this lock")
+            .remove(&self.key);
+    }
 }
 
 impl Cache {
@@ -326,6 +350,7 @@ impl Cache {
             queue,
             metrics,
             disk_writes: Arc::new(Semaphore::new(DISK_WRITES_MAX)),
+            refreshing: Arc::default(),
             hinted: Hinted::default(),
         };
         (Arc::new(cache), uploader)
@@ -345,6 +370,7 @@ impl Cache {
             method: method.clone(),
             ranged,
             leader,
+            refresh: None,
         };
         if method != Method::GET && method != Method::HEAD {
             self.metrics.lookup(LookupResult::Bypass);
@@ -352,7 +378,8 @@ impl Cache {
         }
         if let Some(object) = self.memory.get(&key) {
             self.metrics.lookup(LookupResult::HitMemory);
-            return Lookup::Hit(Hit { object });
+            let freshness = freshness(&object.meta, SystemTime::now());
+            return Lookup::Hit(Hit { object, freshness });
         }
         let leader = match self.flights.join(&key) {
             Role::Follower(follower) => {
@@ -459,6 +486,29 @@ impl Cache {
         self.stores.describe()
     }
 
+    /// A background `GET` of `path`, to replace its stale stored result; `None` when one is
+    /// already under way. The caller sends it upstream and reads the answer to its end, with
+    /// no client: the copy replaces the result in memory, the disk tier and the bucket.
+    pub fn refresh(self: &Arc<Self>, path: &str) -> Option<Miss> {
+        let key = cache_key(&self.key_prefix, path);
+        let fresh = self
+            .refreshing
+            .lock()
+            .expect("no code panics while holding this lock")
+            .insert(key.clone());
+        fresh.then(|| Miss {
+            cache: self.clone(),
+            key: key.clone(),
+            method: Method::GET,
+            ranged: false,
+            leader: None,
+            refresh: Some(Refreshing {
+                keys: self.refreshing.clone(),
+                key,
+            }),
+        })
+    }
+
     /// Removes the result for `path` from every tier and the bucket. A render of it in flight
     /// right now still lands afterwards.
     pub async fn purge(&self, path: &str) -> Purged {
@@ -532,9 +582,7 @@ impl Cache {
         publisher.land();
         match source {
             Source::Upstream => {
-                if let Some(disk) = &self.stores.disk {
-                    self.write_disk(disk.clone(), &key, object.clone());
-                }
+                self.copy_to_disk(&key, &object);
                 self.queue.offer_held(&key, hold, object);
             }
             Source::Bucket => {
@@ -545,6 +593,20 @@ impl Cache {
                 }
             }
             Source::Disk => {}
+        }
+    }
+
+    /// A result the upstream rendered, complete: into memory and the disk tier (the upload
+    /// queue takes it to the bucket).
+    fn rendered(&self, key: &str, object: &Object) {
+        self.hold_in_memory(key, object);
+        self.copy_to_disk(key, object);
+    }
+
+    /// Copies a result into the disk tier in front of a bucket, if there is one.
+    fn copy_to_disk(&self, key: &str, object: &Object) {
+        if let Some(disk) = &self.stores.disk {
+            self.write_disk(disk.clone(), key, object.clone());
         }
     }
 
@@ -653,7 +715,11 @@ impl Verdict {
     pub fn reply(self, headers: &HeaderMap) -> Reply {
         let Verdict { miss, verdict, now } = self;
         let Miss {
-            cache, key, leader, ..
+            cache,
+            key,
+            leader,
+            refresh,
+            ..
         } = miss;
         let expected_len = match verdict {
             Cacheable::Yes { expected_len } => expected_len,
@@ -687,7 +753,11 @@ impl Verdict {
                 if let Some(leader) = leader {
                     leader.release(Release::NoLength);
                 }
-                match cache.queue.reserve(&key, expected_len) {
+                let reserved = match refresh {
+                    Some(_) => cache.queue.reserve_replacing(&key, expected_len),
+                    None => cache.queue.reserve(&key, expected_len),
+                };
+                match reserved {
                     Err(early) => {
                         cache.queue.record(&key, early);
                         Reply::Direct(None)
@@ -695,10 +765,10 @@ impl Verdict {
                     Ok(reservation) => Reply::Direct(Some(Fill::new(
                         cache,
                         key,
-                        content_type,
-                        cache_control,
+                        Meta::new(content_type, cache_control, now),
                         expected_len,
                         reservation,
+                        refresh,
                     ))),
                 }
             }

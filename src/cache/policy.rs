@@ -211,16 +211,8 @@ fn media_type(value: &[u8]) -> Media {
 /// `max-age`, else `Expires` less `Date` (or `now`). `None` when it says nothing; an
 /// unreadable `Expires` means already expired.
 fn lifetime(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let directive = |name: &str| {
-        header_tokens(headers, &CACHE_CONTROL).find_map(|d| {
-            let (key, value) = d.split_once('=')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().trim_matches('"').parse::<u64>().unwrap_or(0))
-        })
-    };
-    if let Some(secs) = directive("s-maxage").or_else(|| directive("max-age")) {
-        return Some(Duration::from_secs(secs));
+    if let Some(max_age) = max_age(|| header_tokens(headers, &CACHE_CONTROL)) {
+        return Some(max_age);
     }
     let expires = headers.get(EXPIRES)?;
     let date = |v: &http::HeaderValue| httpdate::parse_http_date(v.to_str().ok()?).ok();
@@ -229,6 +221,24 @@ fn lifetime(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     };
     let base = headers.get(DATE).and_then(date).unwrap_or(now);
     Some(expires.duration_since(base).unwrap_or(Duration::ZERO))
+}
+
+/// `s-maxage`, else `max-age`, among the Cache-Control directives `directives` yields; an
+/// unreadable value is 0.
+pub(super) fn max_age<'a, I: Iterator<Item = &'a str>>(
+    directives: impl Fn() -> I,
+) -> Option<Duration> {
+    let directive = |name: &str| {
+        directives().find_map(|d| {
+            let (key, value) = d.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().trim_matches('"').parse::<u64>().unwrap_or(0))
+        })
+    };
+    directive("s-maxage")
+        .or_else(|| directive("max-age"))
+        .map(Duration::from_secs)
 }
 
 fn varies_beyond_encoding(headers: &HeaderMap) -> bool {

@@ -163,6 +163,8 @@ pub struct Uploader {
 struct Job {
     key: String,
     object: Object,
+    /// A fresh rendering of a stale result: it replaces what the store holds, so no dedup.
+    replace: bool,
     _reservation: Reservation,
 }
 
@@ -209,6 +211,8 @@ impl Drop for Hold {
 pub struct Reservation {
     key: String,
     hold: Hold,
+    /// See [`Job::replace`].
+    replace: bool,
     /// Offered and accepted: counted in `pending` and the queue depth.
     queued: bool,
     shared: Arc<Shared>,
@@ -301,14 +305,34 @@ impl UploadQueue {
     /// What becomes of the result instead, when it is not to be copied: already stored, being
     /// copied or uploaded by another request, or no room (the body then streams uncopied).
     pub fn reserve(&self, key: &str, len: Option<u64>) -> Result<Reservation, Offer> {
-        if self.shared.known.contains(key) {
+        self.reserve_for(key, len, false)
+    }
+
+    /// [`UploadQueue::reserve`] for a fresh rendering of a stale result, which replaces the
+    /// stored one: known keys are not skipped, and the upload overwrites.
+    ///
+    /// # Errors
+    /// As [`UploadQueue::reserve`], except that a known key is no reason.
+    pub fn reserve_replacing(&self, key: &str, len: Option<u64>) -> Result<Reservation, Offer> {
+        self.reserve_for(key, len, true)
+    }
+
+    fn reserve_for(
+        &self,
+        key: &str,
+        len: Option<u64>,
+        replace: bool,
+    ) -> Result<Reservation, Offer> {
+        if !replace && self.shared.known.contains(key) {
             return Err(Offer::Skipped(Skip::Known));
         }
         if self.tx.capacity() == 0 {
             return Err(Offer::Dropped(DropReason::Full));
         }
         let hold = self.hold(len.unwrap_or(0))?;
-        self.claim(key, hold)
+        let mut reservation = self.claim(key, hold)?;
+        reservation.replace = replace;
+        Ok(reservation)
     }
 
     /// Takes `len` bytes from the budget for a copy that is not (yet) claimed for an upload:
@@ -349,6 +373,7 @@ impl UploadQueue {
         Ok(Reservation {
             key: key.to_owned(),
             hold,
+            replace: false,
             queued: false,
             shared: self.shared.clone(),
         })
@@ -374,7 +399,7 @@ impl UploadQueue {
     /// Hands a complete result, copied under `reservation`, to the background. Never waits.
     pub fn offer(&self, mut reservation: Reservation, object: Object) -> Offer {
         let key = reservation.key.clone();
-        let offer = if self.shared.known.contains(&key) {
+        let offer = if !reservation.replace && self.shared.known.contains(&key) {
             Offer::Skipped(Skip::Known)
         } else if !reservation.hold(object.body.len()) {
             Offer::Dropped(DropReason::Bytes)
@@ -385,6 +410,7 @@ impl UploadQueue {
             let job = Job {
                 key: key.clone(),
                 object,
+                replace: reservation.replace,
                 _reservation: reservation,
             };
             match self.tx.try_send(job) {
@@ -518,6 +544,7 @@ async fn run_job(shared: &Shared, job: &Job) {
         &*shared.store,
         &job.key,
         &job.object,
+        job.replace,
         &shared.config,
         &shared.metrics,
     )

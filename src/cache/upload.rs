@@ -36,17 +36,23 @@ impl UploadOutcome {
     }
 }
 
-/// Stores `object` under `key` as `config.dedup` says.
+/// Stores `object` under `key` as `config.dedup` says, or over what is there when `replace`.
 pub async fn upload(
     store: &dyn Store,
     key: &str,
     object: &Object,
+    replace: bool,
     config: &UploadConfig,
     metrics: &CacheMetrics,
 ) -> UploadOutcome {
     let attempts = AtomicU32::new(0);
+    let dedup = if replace {
+        DedupMode::None
+    } else {
+        config.dedup
+    };
     let result = async {
-        let mode = match config.dedup {
+        let mode = match dedup {
             DedupMode::Head => {
                 if retrying(config, metrics, &attempts, || store.exists(key)).await? {
                     return Ok(PutOutcome::AlreadyExists);

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
 use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyDataStream, BodyExt};
+use http_body_util::{BodyDataStream, BodyExt, Empty};
 use hyper::body::Incoming;
 
 use super::headers::{forwarded_for, strip_hop_by_hop};
@@ -17,7 +18,7 @@ use super::metrics::{Metrics, StatusLabel};
 use super::relay::ProxyBody;
 use super::upstream::{Upstream, UpstreamError};
 use crate::body::{Body, Keep, uncached};
-use crate::cache::{Attached, Cache, Joined, Lookup, Reply, Tier};
+use crate::cache::{Attached, Cache, Freshness, Joined, Lookup, Reply, Tier, freshness};
 use crate::proxy::config::Config;
 
 /// What a serving thread answers requests with: the process-wide part, and an upstream
@@ -94,32 +95,31 @@ async fn forward(
     let miss = match lookup {
         Lookup::Hit(hit) => {
             let object = &hit.object;
+            let served = match hit.freshness {
+                Freshness::Fresh => Served::Hit(Tier::Memory),
+                Freshness::Stale => {
+                    refresh(&request, state, client);
+                    Served::Stale(Tier::Memory)
+                }
+            };
             let plan = hit::plan(
                 request.method(),
                 request.headers(),
                 &object.meta,
                 object.len(),
                 SystemTime::now(),
-                Served::Hit(Tier::Memory),
+                served,
             );
             return hit::respond(plan, Source::Memory(object.body.clone()));
         }
         Lookup::Stored(attached, tier) => {
-            return answer(
-                request.method(),
-                request.headers(),
-                attached,
-                Served::Hit(tier),
-            );
+            let served = stored(&request, state, client, &attached, tier);
+            return answer(request.method(), request.headers(), attached, served);
         }
         Lookup::Join(joining) => match joining.attach().await {
             Joined::Attached(attached, tier) => {
-                return answer(
-                    request.method(),
-                    request.headers(),
-                    attached,
-                    Served::Hit(tier),
-                );
+                let served = stored(&request, state, client, &attached, tier);
+                return answer(request.method(), request.headers(), attached, served);
             }
             Joined::Coalesced(attached) => {
                 return answer(
@@ -196,6 +196,63 @@ async fn forward(
             answer(&asked.method, &asked.headers, attached, Served::Miss)
         }
     }
+}
+
+/// How an answer from a tier below memory is served: a stale one starts its refresh.
+fn stored(
+    request: &Request<Incoming>,
+    state: &State,
+    client: SocketAddr,
+    attached: &Attached,
+    tier: Tier,
+) -> Served {
+    match freshness(&attached.meta, SystemTime::now()) {
+        Freshness::Fresh => Served::Hit(tier),
+        Freshness::Stale => {
+            refresh(request, state, client);
+            Served::Stale(tier)
+        }
+    }
+}
+
+/// Renders a stale result again in the background (unless that is under way already): the
+/// client was served the stale one, which keeps being served while this runs, and stays if
+/// the upstream fails.
+fn refresh(request: &Request<Incoming>, state: &State, client: SocketAddr) {
+    let shared = &state.shared;
+    let Some(miss) = shared.cache.refresh(request.uri().path()) else {
+        return;
+    };
+    let mut renew = Request::new(Empty::<Bytes>::new());
+    *renew.uri_mut() = request.uri().clone();
+    *renew.headers_mut() = request.headers().clone();
+    for name in [RANGE, IF_RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE] {
+        renew.headers_mut().remove(name);
+    }
+    strip_hop_by_hop(renew.headers_mut());
+    forwarded_for(
+        renew.headers_mut(),
+        client.ip(),
+        &shared.config.trusted_proxies,
+    );
+    let upstream = state.upstream.clone();
+    let timeout = shared.config.upstream_timeout;
+    tokio::spawn(async move {
+        let response = match upstream.forward(renew).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(%error, "the refresh of a stale result failed; it stays");
+                return;
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        let verdict = miss.decide(parts.status, &parts.headers, SystemTime::now());
+        strip_hop_by_hop(&mut parts.headers);
+        // No leader, so never shared: the copy is made as the body is read to its end.
+        if let Reply::Direct(fill) = verdict.reply(&parts.headers) {
+            let _ = ProxyBody::new(body, timeout, fill).collect().await;
+        }
+    });
 }
 
 /// What of a request an answer from a flight depends on, kept when the request itself goes

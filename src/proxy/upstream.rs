@@ -76,10 +76,14 @@ impl Upstream {
     ///
     /// # Errors
     /// No response head within the timeout, or no connection.
-    pub async fn forward(
+    pub async fn forward<B>(
         &self,
-        mut request: Request<Incoming>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+        mut request: Request<B>,
+    ) -> Result<Response<Incoming>, UpstreamError>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
         *request.uri_mut() = self.uri_for(request.uri().path_and_query());
         // The pooled client speaks HTTP/1.1 to the upstream whatever the client spoke to us.
         *request.version_mut() = Version::HTTP_11;
