@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::object::{Chunks, Meta, Object};
+use super::queue::Hold;
 use super::store::StoreError;
 
 /// Where a flight's body comes from.
@@ -65,6 +66,8 @@ struct State {
     head: Head,
     chunks: Vec<Bytes>,
     end: Option<End>,
+    /// The budget the chunks were taken from: given back when the last reader is done.
+    _held: Option<Hold>,
 }
 
 #[derive(Default, Clone)]
@@ -151,17 +154,25 @@ pub struct Leader {
 
 impl Leader {
     /// The head is storable: followers start reading. The body is fed through the returned
-    /// [`Publisher`], which must get exactly `len` bytes.
-    pub fn publish(mut self, meta: Meta, len: u64, source: Source) -> Publisher {
+    /// [`Publisher`], which must get exactly `len` bytes; `held` is the budget for them, kept
+    /// until the last reader is done.
+    pub fn publish(
+        mut self,
+        meta: Meta,
+        len: u64,
+        source: Source,
+        held: Option<Hold>,
+    ) -> Publisher {
         let flight = self.flight.take().expect("a leader decides once");
         let ready = Ready {
             meta: Arc::new(meta),
             len,
             source,
         };
-        flight
-            .state
-            .send_modify(|state| state.head = Head::Ready(ready.clone()));
+        flight.state.send_modify(|state| {
+            state.head = Head::Ready(ready.clone());
+            state._held = held;
+        });
         Publisher {
             flights: self.flights.clone(),
             flight,
@@ -430,7 +441,7 @@ mod tests {
     async fn every_reader_gets_the_whole_body_wherever_it_joined() {
         let flights = Arc::new(Flights::default());
         let early = follower_of(&flights, "k");
-        let mut publisher = early.0.publish(meta(), 6, Source::Upstream);
+        let mut publisher = early.0.publish(meta(), 6, Source::Upstream, None);
         let early = tokio::spawn(early.1.attach(WAIT));
         publisher.push(Bytes::from_static(b"abc")).unwrap();
         // Joins mid-body: gets the bytes so far, then the rest.
@@ -485,7 +496,7 @@ mod tests {
     async fn a_body_cut_short_fails_every_reader_and_is_not_stored() {
         let flights = Arc::new(Flights::default());
         let (leader, waiting) = follower_of(&flights, "k");
-        let mut publisher = leader.publish(meta(), 6, Source::Upstream);
+        let mut publisher = leader.publish(meta(), 6, Source::Upstream, None);
         let reader = waiting.attach(WAIT).await.unwrap();
         publisher.push(Bytes::from_static(b"abc")).unwrap();
         assert!(publisher.complete().is_none());
@@ -497,7 +508,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_longer_than_announced_is_refused() {
         let flights = Arc::new(Flights::default());
-        let mut publisher = leader(&flights, "k").publish(meta(), 2, Source::Upstream);
+        let mut publisher = leader(&flights, "k").publish(meta(), 2, Source::Upstream, None);
         let reader = publisher.attached();
         assert!(publisher.push(Bytes::from_static(b"abc")).is_err());
         drop(publisher);
@@ -509,7 +520,7 @@ mod tests {
         let flights = Arc::new(Flights::default());
         let first = leader(&flights, "k");
         let other = leader(&flights, "other");
-        let mut publisher = first.publish(meta(), 0, Source::Bucket);
+        let mut publisher = first.publish(meta(), 0, Source::Bucket, None);
         assert!(publisher.complete().is_some());
         publisher.land();
         assert_eq!(flights.len(), 1);

@@ -55,7 +55,7 @@ use metrics::{CacheMetrics, LookupResult, Outcome};
 pub use object::{Meta, Object, Reading};
 use policy::{Cacheable, NotCacheable, Rules};
 pub use queue::{DrainReport, Uploader};
-use queue::{Hold, UploadQueue};
+use queue::{DropReason, Hold, Offer, UploadQueue};
 pub use store::{PutMode, Store};
 
 /// Where results are kept, below the memory tier.
@@ -463,14 +463,14 @@ impl Cache {
             tracing::debug!(%key, len = reading.len, "stored object above MAX_CACHEABLE_BYTES, not served from the store");
             return Err(leader);
         }
-        let Ok(hold) = self.queue.hold(reading.len) else {
+        let Some((chunks, hold)) = self.queue.hold_twice(reading.len) else {
             return Err(leader);
         };
         let source = match tier {
             Tier::Disk => Source::Disk,
             _ => Source::Bucket,
         };
-        let publisher = leader.publish(reading.meta, reading.len, source);
+        let publisher = leader.publish(reading.meta, reading.len, source, Some(chunks));
         let attached = publisher.attached();
         let pump = Pump {
             cache: self.clone(),
@@ -733,19 +733,19 @@ impl Verdict {
         let content_type = header_string(headers, &CONTENT_TYPE).unwrap_or_default();
         let cache_control = header_string(headers, &CACHE_CONTROL);
         match (leader, expected_len) {
-            (Some(leader), Some(len)) => match cache.queue.hold(len) {
-                Ok(hold) => {
+            (Some(leader), Some(len)) => match cache.queue.hold_twice(len) {
+                Some((chunks, hold)) => {
                     let meta = Meta::new(content_type, cache_control, now);
-                    let publisher = leader.publish(meta, len, Source::Upstream);
+                    let publisher = leader.publish(meta, len, Source::Upstream, Some(chunks));
                     Reply::Shared(Pump {
                         cache,
                         publisher,
                         hold,
                     })
                 }
-                Err(offer) => {
+                None => {
                     leader.release(Release::NoRoom);
-                    cache.queue.record(&key, offer);
+                    cache.queue.record(&key, Offer::Dropped(DropReason::Bytes));
                     Reply::Direct(None)
                 }
             },

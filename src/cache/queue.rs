@@ -198,6 +198,18 @@ impl Hold {
     }
 }
 
+impl Hold {
+    /// Splits `len` bytes off into a hold of their own (`None` when fewer are held).
+    pub fn split(&mut self, len: usize) -> Option<Hold> {
+        let bytes = self.bytes.split(len)?;
+        Some(Hold {
+            bytes,
+            budget: self.budget.clone(),
+            shared: self.shared.clone(),
+        })
+    }
+}
+
 impl Drop for Hold {
     fn drop(&mut self) {
         let held = i64::try_from(self.bytes.num_permits()).unwrap_or(i64::MAX);
@@ -354,6 +366,15 @@ impl UploadQueue {
             budget: self.bytes.clone(),
             shared: self.shared.clone(),
         })
+    }
+
+    /// The budget a shared flight of `len` bytes needs: one hold for its chunks, which the
+    /// flight keeps until its last reader is done, and one for the whole object they are
+    /// joined into at the end (memory tier, upload). `None` without room for both.
+    pub fn hold_twice(&self, len: u64) -> Option<(Hold, Hold)> {
+        let mut hold = self.hold(len.checked_mul(2)?).ok()?;
+        let chunks = hold.split(usize::try_from(len).ok()?)?;
+        Some((chunks, hold))
     }
 
     /// Puts `key` in flight on the upload path with the bytes of `hold`.

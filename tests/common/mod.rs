@@ -743,7 +743,16 @@ impl ProxyProcess {
 
     /// Whether the local store holds an object under `key`.
     pub fn stored(&self, key: &str) -> bool {
-        self.dir.path().join("store").join(key).is_file()
+        self.stored_len(key).is_some()
+    }
+
+    /// The length of the object the local store holds under `key`.
+    pub fn stored_len(&self, key: &str) -> Option<u64> {
+        let file = self.dir.path().join("store").join(key);
+        file.metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
     }
 
     pub async fn metrics(&self) -> String {
