@@ -200,3 +200,56 @@ async fn copies_in_flight_stay_within_the_byte_budget() {
         "only {dropped} results went uncopied"
     );
 }
+
+/// 10 000 distinct 100 KB results through a 64 MiB memory tier: it fills, evicts as it goes,
+/// and the process stays within the tier, the copy budget and 64 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_tier_stays_within_its_bytes() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    const RESULTS: usize = 10_000;
+    const CLIENTS: usize = 16;
+    let upstream = Upstream::start().await;
+    let proxy = ProxyProcess::start(
+        &upstream.url(),
+        &[
+            ("MEMORY_CACHE_MAX_BYTES", "67108864"),
+            ("UPLOAD_QUEUE_MAX_BYTES", "16777216"),
+            ("CACHE_DIR_MAX_BYTES", "67108864"),
+        ],
+    );
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (next, base) = (next.clone(), proxy.url(""));
+            tokio::spawn(async move {
+                let client = http_client();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= RESULTS {
+                        return;
+                    }
+                    let uri = format!("{base}/kb100/{i}").parse().unwrap();
+                    let response = client.get(uri).await.unwrap();
+                    assert_eq!(response.status(), StatusCode::OK);
+                    let body = response.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(body.len(), 100_000);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let metrics = proxy.metrics().await;
+    let held = metric(&metrics, "imgproxy_cache_memory_bytes");
+    let evicted = metric(&metrics, "imgproxy_cache_memory_evictions_total");
+    let peak = proxy.peak_rss_mib();
+    let mut proxy = proxy;
+    proxy.stop();
+    eprintln!("memory tier {held} bytes, {evicted} evicted; peak RSS {peak:.0} MiB");
+    assert!(held <= 67_108_864.0, "{held}");
+    // Past 64 MiB of results the tier made room (a result that found the copy budget taken by
+    // uploads waiting for the disk streamed uncopied, so not all 10 000 went through it).
+    assert!(held >= 60_000_000.0 && evicted >= 100.0, "{metrics}");
+    assert!(peak <= 64.0 + 16.0 + 64.0, "peak RSS {peak:.0} MiB");
+}

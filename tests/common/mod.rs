@@ -45,7 +45,7 @@ const SECRET_KEY: &str = "test-secret-key";
 // ===== the upstream =====
 
 /// A stand-in for imgproxy. Paths choose its behaviour:
-/// `/ok/..` 200 image with length, `/chunked/..` without length, `/vary/..` with
+/// `/ok/..` 200 image with length, `/kb100/..` a 100 KB one, `/chunked/..` without length, `/vary/..` with
 /// `Vary: Accept`, `/nostore/..` with `no-store`, `/status/N` an empty N, `/truncate/..` a body
 /// cut short, `/big/..` and `/bigchunked/..` 200 KiB, `/gated/..` half a body then waits for
 /// [`Upstream::release`], `/stall/..` half a body then nothing, `/huge/..` [`HUGE`] bytes,
@@ -61,6 +61,12 @@ pub struct Upstream {
 
 pub const BIG: usize = 200 * 1024;
 pub const HUGE: usize = 8 * 1024 * 1024;
+
+/// One shared buffer for every `/kb100/` body (100 KB).
+fn kb100() -> Bytes {
+    static BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| Bytes::from(vec![5u8; 100_000])).clone()
+}
 
 /// One shared buffer for every `/huge/` body, so the upstream itself holds no copies.
 fn huge() -> Bytes {
@@ -154,6 +160,7 @@ fn upstream_answer(
             with_len(img().status(code), body)
         }
         "big" => with_len(img(), Bytes::from(vec![7u8; BIG])),
+        "kb100" => with_len(img(), kb100()),
         "huge" => with_len(img(), huge()),
         "hugegated" => {
             let huge = huge();
