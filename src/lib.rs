@@ -9,26 +9,32 @@
 //! **Where a request goes.** [`proxy::run`] accepts connections through the [`server`] kit and
 //! hands each to a serving thread ([`proxy::threads`], one per core) with the deadlines of
 //! [`proxy::conn`] on its socket. [`proxy::handler`] asks the cache first
-//! ([`cache::Cache::lookup`]); on a miss it forwards the request to imgproxy
+//! ([`cache::Cache::lookup`]): a hit, or a render of the same key in flight, is answered from
+//! the stored metadata ([`proxy::hit`]); on a miss it forwards the request to imgproxy
 //! ([`proxy::upstream`]) and streams the answer back ([`proxy::relay`]). The proxy's own
-//! endpoints (health, metrics) are [`proxy::internal`].
+//! endpoints (health, metrics, purge) are [`proxy::internal`].
 //!
-//! **Where a result is stored.** The cache decides from the response head whether it may be
-//! stored ([`cache::policy`]), copies the body as it streams ([`cache::Fill`]) under one byte
-//! budget, and hands the complete copy to its upload queue, which stores it in the background,
-//! with retries and dedup, in a [`cache::Store`]: a bucket ([`cache::s3`], its client from
-//! [`aws`]) or a local directory ([`cache::fs`]), under the key from [`cache::key`].
+//! **Where a result is kept.** The cache looks a key up in memory ([`cache::memory`]), among
+//! the renders in flight ([`cache::flight`]: one per key, streamed to every request for it),
+//! in the disk tier ([`cache::fs`]) and in the bucket ([`cache::s3`] behind the timeout and
+//! breaker of [`cache::guard`]). It decides from the response head whether a result may be
+//! stored ([`cache::policy`]) and whether a stored one is still fresh ([`mod@cache::freshness`]),
+//! feeds a render's body to its readers under one byte budget, and hands the complete result
+//! to the tiers and to its upload queue, which stores it in the background, with retries and
+//! dedup, in a [`cache::Store`]: a bucket (its client from [`aws`]) or the local directory,
+//! under the key from [`cache::key`].
 //!
-//! **Where a new cache tier goes.** In `cache/`, as another [`cache::Store`]-like layer that
-//! [`cache::Cache::lookup`] asks before it answers [`cache::Lookup::Miss`], and that a finished
-//! [`cache::Fill`] writes to. Nothing in `proxy/` changes for it.
+//! **Where a new tier goes.** In `cache/`, as another [`cache::Store`] that
+//! [`cache::Cache::lookup`] reads through and a finished render writes to. Nothing in `proxy/`
+//! changes for it.
 //!
 //! The modules:
 //! - [`proxy`]: the proxy server: settings ([`proxy::config`]), serving threads, client
 //!   deadlines, forwarding, hop-by-hop headers ([`proxy::headers`]), metrics
 //!   ([`proxy::metrics`]) and its own endpoints.
-//! - [`cache`]: the cache the proxy asks: keys, the storing policy, the copy, the upload
-//!   queue, the stores and their settings ([`cache::config`]).
+//! - [`cache`]: the cache the proxy asks: keys, the storing policy, freshness, single flight,
+//!   the tiers (memory, disk, bucket), the upload queue, and their settings
+//!   ([`cache::config`]).
 //! - `worker`: the bundled imgproxy-compatible image server: settings, URLs, sources, the image
 //!   engine. Behind the default-on `worker` cargo feature: `--no-default-features` builds the
 //!   proxy alone, without the image codecs.

@@ -1,18 +1,25 @@
 //! The cache: what the proxy asks before and after calling the upstream. [`Cache`] owns the
-//! protocol — the key, the storing policy's verdict, the copy ([`Fill`]), the upload queue and
-//! its drain — so `proxy/` only moves bytes.
+//! protocol — the key, the lookup through the tiers, single flight, the storing policy's
+//! verdict, the copy, the upload queue and its drain — so `proxy/` only moves bytes.
 //!
 //! - `key`: the key rule (MD5 of the path, under `S3_FOLDER`).
-//! - `policy`: whether a response may be stored (pure: takes `now`).
-//! - `fill`: the copy of one response as it streams.
+//! - `policy`: whether a response may be stored (pure: takes `now`); `freshness`: whether a
+//!   stored one may be served as it is (pure).
+//! - `object`: a stored result and its metadata, as every tier keeps them.
+//! - `memory`: the memory tier (byte-weighted, `quick_cache`).
+//! - `flight`: one render or store read per key, its body fed to every request for the key.
+//! - `fill`: the copy of a response streamed to one client (no `Content-Length`, so not shared).
 //! - `known`: keys this process has seen stored (the first dedup).
 //! - `queue` and `upload`: the bounded upload queue, its retries and dedup against the store.
-//! - `store`, `s3`, `fs`: the [`Store`] trait and its two implementations (a bucket, a local
-//!   directory).
+//! - `store`, `s3`, `fs`: the [`Store`] trait and its two implementations (a bucket; the local
+//!   directory, which is the disk tier); `guard`: lookups in the bucket behind a timeout and a
+//!   circuit breaker.
 //! - `metrics`: the cache's metrics, with enum labels.
 //!
-//! A new tier (memory, disk) is another [`Store`]-like layer that [`Cache::lookup`] asks before
-//! it answers [`Lookup::Miss`].
+//! A lookup ([`Cache::lookup`]) asks memory, then the flights in progress, then — as the key's
+//! new leader — the disk tier and the bucket; what it finds there is fed into the leader's
+//! flight, so requests that come meanwhile share the read. A new tier is another [`Store`]
+//! asked in `read_tiers` and written by `landed`.
 
 pub mod config;
 mod fill;
