@@ -101,6 +101,8 @@ async fn repeats_are_hits_with_proper_http() {
         assert_eq!(headers["content-length"], want.len().to_string().as_str());
         assert_eq!(headers["etag"], etag.as_str());
         assert!(headers["age"].to_str().unwrap().parse::<u64>().unwrap() < 60);
+        assert_eq!(headers["content-security-policy"], "script-src 'none'");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
     }
     assert_eq!(renders(&upstream), 1);
 

@@ -51,8 +51,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::header::{
-    ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
-    IF_NONE_MATCH, IF_RANGE, RANGE,
+    ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_SECURITY_POLICY,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body::{Frame, SizeHint};
@@ -225,6 +225,13 @@ pub fn plan(
         .filter(|value| !value.is_empty())
         .unwrap_or(UNKNOWN_TYPE);
     headers.insert(CONTENT_TYPE, content_type);
+    // A stored result is an image, never a document, whoever put it in the bucket: no script
+    // in it runs, and no browser guesses another type for it.
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("script-src 'none'"),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(sent_len(content, len)));
     let content = if method == Method::HEAD {
@@ -759,8 +766,8 @@ mod tests {
 
     // === plan ===
 
-    /// A plain hit sends the stored headers, its length, a validator and its age, and nothing
-    /// else (`Date` is hyper's).
+    /// A plain hit sends the stored headers, its length, a validator, its age and the two
+    /// that keep a stored result an image, and nothing else (`Date` is hyper's).
     #[test]
     fn a_hit_carries_the_stored_headers() {
         let plan = get(&[]);
@@ -777,7 +784,12 @@ mod tests {
         assert_eq!(header(&plan, "accept-ranges"), Some("bytes"));
         assert_eq!(header(&plan, "age"), Some("42"));
         assert_eq!(header(&plan, "x-cache"), Some("HIT memory"));
-        assert_eq!(plan.headers.len(), 7, "{:?}", plan.headers);
+        assert_eq!(
+            header(&plan, "content-security-policy"),
+            Some("script-src 'none'")
+        );
+        assert_eq!(header(&plan, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(plan.headers.len(), 9, "{:?}", plan.headers);
     }
 
     /// Each way of serving has its own `X-Cache` value, the tier named.

@@ -75,6 +75,9 @@ const _: () = assert!(
 const META_DIR: &str = ".meta";
 const TMP_DIR: &str = ".tmp";
 const LOCK_FILE: &str = ".lock";
+/// How long [`FsStore::open`] waits for a lock that another holder is about to give up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The bytes an object with a body of `len` bytes is charged against the cap: the body in
 /// whole blocks, and one block for the metadata file.
@@ -185,7 +188,15 @@ fn lock(root: &Path) -> std::io::Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| named("opening", &path, e))?;
-    match file.try_lock() {
+    // A process that is still exiting (a restart on the same volume), or a child forked at
+    // that moment with the descriptor not yet closed by its exec, holds the lock briefly.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut locked = file.try_lock();
+    while matches!(locked, Err(TryLockError::WouldBlock)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(LOCK_RETRY);
+        locked = file.try_lock();
+    }
+    match locked {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             return Err(std::io::Error::new(
