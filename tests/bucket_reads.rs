@@ -80,6 +80,7 @@ async fn a_found_object_streams_with_its_stored_metadata() {
         content_type: "image/avif".into(),
         cache_control: Some("max-age=3600, public".into()),
         stored_at: 1_700_000_000,
+        content_disposition: None,
     };
     let object = Object {
         meta: meta.clone(),
@@ -136,6 +137,7 @@ async fn the_body_streams_and_a_stall_ends_it_with_an_error() {
             content_type: "image/png".into(),
             cache_control: None,
             stored_at: 1,
+            content_disposition: None,
         },
         body: body.clone(),
     };

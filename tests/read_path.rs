@@ -484,3 +484,30 @@ async fn a_stale_result_is_served_when_the_upstream_is_down() {
         &b"old rendering"[..]
     );
 }
+
+/// The name a browser saves an image under (imgproxy's `Content-Disposition`) is kept with
+/// the result: on a hit, and on the object in the bucket, which browsers read first.
+#[tokio::test]
+async fn the_saved_file_name_travels_with_the_result() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores()).await;
+    let path = "/named/photo.jpg";
+    let want = "inline; filename=\"named.jpg\"";
+    let (_, miss, _) = get(&proxy.url(path)).await;
+    let (_, hit, _) = get(&proxy.url(path)).await;
+    assert_eq!(hit["x-cache"], "HIT memory");
+    for headers in [miss, hit] {
+        assert_eq!(headers["content-disposition"], want);
+    }
+    proxy.shutdown().await;
+    let head = s3
+        .client()
+        .head_object()
+        .bucket(BUCKET)
+        .key(key(path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_disposition(), Some(want));
+}

@@ -415,6 +415,7 @@ mod tests {
             content_type: "image/png".into(),
             cache_control: None,
             stored_at: 1,
+            content_disposition: None,
         }
     }
 

@@ -51,6 +51,7 @@ mod tests {
             content_type: "image/webp".into(),
             cache_control: cache_control.map(str::to_owned),
             stored_at: STORED,
+            content_disposition: None,
         }
     }
 

@@ -629,6 +629,7 @@ mod tests {
                     content_type: "image/png".into(),
                     cache_control: None,
                     stored_at: 1,
+                    content_disposition: None,
                 },
                 len: self.len,
                 body: Box::pin(futures_util::stream::iter(chunks.collect::<Vec<_>>())),

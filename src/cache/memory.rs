@@ -130,6 +130,7 @@ mod tests {
                 content_type: "image/webp".into(),
                 cache_control: None,
                 stored_at: 0,
+                content_disposition: None,
             },
             body: Bytes::from(vec![7; len]),
         })

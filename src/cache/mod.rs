@@ -45,8 +45,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use tokio::sync::Semaphore;
 
 use config::{DiskConfig, ReadConfig, StorageConfig, UploadConfig};
@@ -737,12 +736,10 @@ impl Verdict {
                 return Reply::Direct(None);
             }
         };
-        let content_type = header_string(headers, &CONTENT_TYPE).unwrap_or_default();
-        let cache_control = header_string(headers, &CACHE_CONTROL);
+        let meta = Meta::from_headers(headers, now);
         match (leader, expected_len) {
             (Some(leader), Some(len)) => match cache.queue.hold_twice(len) {
                 Some((chunks, hold)) => {
-                    let meta = Meta::new(content_type, cache_control, now);
                     let publisher = leader.publish(meta, len, Source::Upstream, Some(chunks));
                     Reply::Shared(Pump {
                         cache,
@@ -772,7 +769,7 @@ impl Verdict {
                     Ok(reservation) => Reply::Direct(Some(Fill::new(
                         cache,
                         key,
-                        Meta::new(content_type, cache_control, now),
+                        meta,
                         expected_len,
                         reservation,
                         refresh,
@@ -819,11 +816,4 @@ impl Pump {
             None => self.cache.not_stored(&key, NotCacheable::Incomplete),
         }
     }
-}
-
-fn header_string(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }

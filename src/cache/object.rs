@@ -22,18 +22,24 @@ pub struct Meta {
     /// When the upstream answered, in whole seconds since the Unix epoch: the resolution
     /// every tier can keep (S3's `Last-Modified` has no more).
     pub stored_at: u64,
+    /// imgproxy's `inline; filename="…"`: the name a browser saves the image under.
+    pub content_disposition: Option<String>,
 }
 
 impl Meta {
-    pub fn new(
-        content_type: impl Into<String>,
-        cache_control: Option<String>,
-        stored_at: SystemTime,
-    ) -> Meta {
+    /// The metadata of a result the upstream answered with `headers` at `stored_at`.
+    pub fn from_headers(headers: &http::HeaderMap, stored_at: SystemTime) -> Meta {
+        let text = |name: http::header::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         Meta {
-            content_type: content_type.into(),
-            cache_control,
+            content_type: text(http::header::CONTENT_TYPE).unwrap_or_default(),
+            cache_control: text(http::header::CACHE_CONTROL),
             stored_at: unix_secs(stored_at),
+            content_disposition: text(http::header::CONTENT_DISPOSITION),
         }
     }
 

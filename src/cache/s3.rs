@@ -93,6 +93,7 @@ impl Store for S3Store {
             .content_length(object.body.len() as i64)
             .content_type(&object.meta.content_type)
             .set_cache_control(object.meta.cache_control.clone())
+            .set_content_disposition(object.meta.content_disposition.clone())
             .metadata(STORED_AT, object.meta.stored_at.to_string());
         if mode == PutMode::IfAbsent {
             put = put.if_none_match("*");
@@ -136,6 +137,7 @@ impl Store for S3Store {
             content_type: out.content_type.unwrap_or_default(),
             cache_control: out.cache_control,
             stored_at,
+            content_disposition: out.content_disposition,
         };
         // `content_length` is the answer's `Content-Length` header: the length of what is
         // still to come, which the reader checks the body against.

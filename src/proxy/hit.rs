@@ -51,8 +51,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::header::{
-    ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_SECURITY_POLICY,
-    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, X_CONTENT_TYPE_OPTIONS,
+    ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE,
+    X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body::{Frame, SizeHint};
@@ -192,6 +193,13 @@ pub fn plan(
         .and_then(|value| HeaderValue::from_str(value).ok())
     {
         headers.insert(CACHE_CONTROL, cache_control);
+    }
+    if let Some(disposition) = meta
+        .content_disposition
+        .as_deref()
+        .and_then(|value| HeaderValue::from_str(value).ok())
+    {
+        headers.insert(CONTENT_DISPOSITION, disposition);
     }
     // RFC 9111 §5.1: a clock that went back gives 0, not a wrapped number.
     let age = unix_secs(now).saturating_sub(meta.stored_at);
@@ -650,6 +658,7 @@ mod tests {
             content_type: "image/webp".into(),
             cache_control: Some("public, max-age=31536000".into()),
             stored_at: STORED,
+            content_disposition: None,
         }
     }
 
@@ -1125,6 +1134,7 @@ mod tests {
                 content_type: content_type.into(),
                 cache_control: cache_control.map(str::to_string),
                 stored_at: STORED,
+                content_disposition: None,
             };
             let plan = plan(
                 &Method::GET,

@@ -45,7 +45,8 @@ const SECRET_KEY: &str = "test-secret-key";
 // ===== the upstream =====
 
 /// A stand-in for imgproxy. Paths choose its behaviour:
-/// `/ok/..` 200 image with length, `/kb100/..` a 100 KB one, `/chunked/..` without length, `/vary/..` with
+/// `/ok/..` 200 image with length, `/kb100/..` a 100 KB one, `/named/..` one with a
+/// `Content-Disposition`, `/chunked/..` without length, `/vary/..` with
 /// `Vary: Accept`, `/nostore/..` with `no-store`, `/status/N` an empty N, `/truncate/..` a body
 /// cut short, `/big/..` and `/bigchunked/..` 200 KiB, `/gated/..` half a body then waits for
 /// [`Upstream::release`], `/stall/..` half a body then nothing, `/huge/..` [`HUGE`] bytes,
@@ -161,6 +162,10 @@ fn upstream_answer(
         }
         "big" => with_len(img(), Bytes::from(vec![7u8; BIG])),
         "kb100" => with_len(img(), kb100()),
+        "named" => with_len(
+            img().header("content-disposition", "inline; filename=\"named.jpg\""),
+            body,
+        ),
         "huge" => with_len(img(), huge()),
         "hugegated" => {
             let huge = huge();

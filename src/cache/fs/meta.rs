@@ -27,6 +27,8 @@ struct MetaFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cache_control: Option<String>,
     stored_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_disposition: Option<String>,
     /// Optional so a file that lacks it is still an object, just an unchecked one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     len: Option<u64>,
@@ -42,6 +44,7 @@ pub(super) fn encode(meta: &Meta, len: u64) -> Result<Vec<u8>, StoreError> {
         content_type: meta.content_type.clone(),
         cache_control: meta.cache_control.clone(),
         stored_at: meta.stored_at,
+        content_disposition: meta.content_disposition.clone(),
         len: Some(len),
     };
     let mut bytes = serde_json::to_vec(&file).expect("a struct of strings and integers encodes");
@@ -93,6 +96,7 @@ pub(super) fn decode(
         content_type: file.content_type,
         cache_control: file.cache_control,
         stored_at: file.stored_at,
+        content_disposition: file.content_disposition,
     })
 }
 
@@ -126,6 +130,7 @@ fn decode_lines(bytes: &[u8], written_at: impl FnOnce() -> u64) -> Result<Meta, 
             .filter(|c| !c.is_empty())
             .map(str::to_owned),
         stored_at,
+        content_disposition: None,
     })
 }
 
@@ -138,6 +143,7 @@ mod tests {
             content_type: "image/webp".into(),
             cache_control: Some("max-age=31536000, public".into()),
             stored_at: 1_700_000_000,
+            content_disposition: None,
         }
     }
 

@@ -14,6 +14,7 @@ fn object(body: impl Into<Bytes>) -> Object {
             content_type: "image/png".into(),
             cache_control: Some("max-age=60, public".into()),
             stored_at: 1_700_000_000,
+            content_disposition: None,
         },
     }
 }
@@ -396,6 +397,7 @@ fn version(i: usize) -> Object {
             content_type: format!("image/v{i}"),
             cache_control: None,
             stored_at: i as u64,
+            content_disposition: None,
         },
     }
 }
@@ -514,6 +516,7 @@ fn numbered(i: usize) -> Object {
             content_type: format!("image/n{i}"),
             cache_control: None,
             stored_at: i as u64,
+            content_disposition: None,
         },
     }
 }
