@@ -511,3 +511,47 @@ async fn the_saved_file_name_travels_with_the_result() {
         .unwrap();
     assert_eq!(head.content_disposition(), Some(want));
 }
+
+/// A bucket that takes 2 s to answer a GET: the first misses cost the read timeout each, then
+/// the breaker opens and a miss costs nothing more; no client sees an error.
+#[tokio::test]
+async fn a_slow_bucket_costs_a_timeout_until_the_breaker_opens() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    s3.faults.get_delay_ms.store(2000, Ordering::SeqCst);
+    let proxy = Proxy::start(
+        config(
+            &upstream,
+            &[
+                ("STORE_READ_TIMEOUT_MS", "200"),
+                ("STORE_READ_BREAKER_FAILURES", "2"),
+            ],
+        ),
+        s3.stores(),
+    )
+    .await;
+    let mut took = Vec::new();
+    for i in 0..6 {
+        let path = format!("/ok/slow-bucket-{i}");
+        let started = Instant::now();
+        let (status, _, body) = get(&proxy.url(&path)).await;
+        took.push(started.elapsed());
+        assert_eq!((status, body), (StatusCode::OK, body_for(&path)));
+    }
+    for slow in &took[..2] {
+        assert!(*slow >= Duration::from_millis(200), "{took:?}");
+    }
+    for fast in &took[2..] {
+        assert!(*fast < Duration::from_millis(150), "{took:?}");
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(metric(&metrics, "imgproxy_cache_bucket_breaker_state"), 1.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_bucket_reads_total{result="skipped"}"#
+        ),
+        4.0
+    );
+    proxy.shutdown().await;
+}
