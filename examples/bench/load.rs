@@ -360,8 +360,12 @@ pub async fn stampede(
 mod tests {
     #[test]
     fn reads_wrk_output() {
-        let out = "  Latency Distribution\n     50%  412.00us\n     75%  1.2ms\n     99%    3.50ms\nRequests/sec:   9876.54\n";
+        let out = "  Latency Distribution\n     50%  412.00us\n     75%  1.2ms\n     99%    3.50ms\n\
+                   49383 requests in 5.00s, 2.36GB read\nRequests/sec:   9876.54\n\
+                   latency-us 412 3\nlatency-us 3500 1\n";
         let s = super::parse_wrk(out).unwrap();
         assert_eq!((s.rps, s.p50_ms, s.p99_ms), (9876.54, 0.412, 3.5));
+        assert_eq!(s.requests, 49383.0);
+        assert_eq!(s.latency_us, vec![(412, 3), (3500, 1)]);
     }
 }
