@@ -1,14 +1,19 @@
-//! Load: wrk for throughput and latency (a C load generator outside our process), and a small
-//! fixed-count client for the scenarios that count effects rather than time.
+//! Load: wrk for throughput and latency (a C load generator outside our process), a small
+//! fixed-count client for the scenarios that count effects rather than time, and the stampede:
+//! many clients asking for one key at the same instant.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 
 /// One wrk run.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +28,11 @@ pub struct Sample {
     /// Share of the answered requests whose result reached S3 during the run, in %
     /// (0 when not measured).
     pub stored_pct: f64,
+    /// Share of the answered requests whose lookup the bucket answered (found or missing), in %
+    /// (0 when not measured): below 100 means lookups failed or were skipped.
+    pub looked_up_pct: f64,
+    /// CPU time the S3 stand-in used per request, in µs (0 when not measured).
+    pub s3_cpu_us: f64,
     /// Every latency wrk recorded: (µs, how many requests took that long), by value.
     pub latency_us: Vec<(u64, u64)>,
 }
@@ -34,6 +44,17 @@ local threads = 0
 function setup(thread) threads = threads + 1; thread:set("tid", threads) end
 function init(args) prefix = args[1] .. args[2] .. "-" .. tid .. "-"; n = 0 end
 function request() n = n + 1; return wrk.format(nil, prefix .. n) end
+"#;
+
+/// Requests cycle over a fixed set of keys — `/<size>/<run>-<i>` for `i` below `args[3]` — each
+/// wrk thread starting at its own place in the cycle, so that every key is asked for as often.
+const CYCLED_PATHS: &str = r#"
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args)
+  prefix = args[1] .. args[2] .. "-"; keys = tonumber(args[3]); n = (tid * 7919) % keys
+end
+function request() n = (n + 1) % keys; return wrk.format(nil, prefix .. n) end
 "#;
 
 /// Prints every latency wrk recorded, so runs can be pooled: one `latency-us <µs> <count>` line
@@ -68,7 +89,8 @@ pub enum Pace {
     PauseMs(u64),
 }
 
-/// Runs wrk against `base` (scheme, host, port) for `secs` with `connections` connections.
+/// Runs wrk against `base` (scheme, host, port) for `secs` with `connections` connections,
+/// every request a new path.
 pub fn wrk(base: &str, size: &str, run_id: &str, connections: usize, secs: u64) -> Sample {
     wrk_paced(base, size, run_id, connections, secs, Pace::Flat)
 }
@@ -86,6 +108,50 @@ pub fn wrk_paced(
         Pace::Flat => (format!("{UNIQUE_PATHS}{HISTOGRAM}"), 0),
         Pace::PauseMs(ms) => (format!("{UNIQUE_PATHS}{PACED}{HISTOGRAM}"), ms),
     };
+    run_wrk(
+        base,
+        &script,
+        &[&format!("/{size}/"), run_id, &pause.to_string()],
+        run_id,
+        connections,
+        secs,
+    )
+}
+
+/// wrk over the `keys` paths [`key_path`] names for `size` and `set`, cycled.
+pub fn wrk_cycled(
+    base: &str,
+    size: &str,
+    set: &str,
+    keys: usize,
+    connections: usize,
+    secs: u64,
+) -> Sample {
+    let script = format!("{CYCLED_PATHS}{HISTOGRAM}");
+    let args = [&format!("/{size}/"), set, &keys.to_string()];
+    run_wrk(
+        base,
+        &script,
+        &args,
+        &format!("{set}-cycled"),
+        connections,
+        secs,
+    )
+}
+
+/// The path of key `i` of a cycled set, as [`wrk_cycled`] asks for it.
+pub fn key_path(size: &str, set: &str, i: usize) -> String {
+    format!("/{size}/{set}-{i}")
+}
+
+fn run_wrk(
+    base: &str,
+    script: &str,
+    script_args: &[&str],
+    run_id: &str,
+    connections: usize,
+    secs: u64,
+) -> Sample {
     // A file per run: runs may go at the same time.
     let script_path = std::env::temp_dir().join(format!(
         "imgproxy-cache-bench-{}-{run_id}.lua",
@@ -98,7 +164,8 @@ pub fn wrk_paced(
         .args(["-d", &format!("{secs}s"), "--latency", "-s"])
         .arg(&script_path)
         .arg(base)
-        .args(["--", &format!("/{size}/"), run_id, &pause.to_string()])
+        .arg("--")
+        .args(script_args)
         .output()
         .expect("run wrk (scripts/bench installs it)");
     let _ = std::fs::remove_file(&script_path);
@@ -200,12 +267,105 @@ pub async fn fire(
     ok.load(Ordering::SeqCst)
 }
 
+/// What one client of a stampede saw, times from the moment all were let go.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub status: u16,
+    /// The answer's `X-Cache`: who rendered (`MISS`) and who waited (nginx: `HIT`; ours:
+    /// `COALESCED`).
+    pub x_cache: String,
+    /// Until the answer's first body byte.
+    pub first_byte: Duration,
+    /// Until its last.
+    pub done: Duration,
+    /// The body was `expected`, byte for byte.
+    pub intact: bool,
+}
+
+/// `clients` clients, each on a connection of its own opened beforehand, send `GET path` to
+/// `addr` at the same instant and read the whole answer.
+pub async fn stampede(
+    addr: SocketAddr,
+    path: &str,
+    clients: usize,
+    expected: Bytes,
+) -> Vec<Arrival> {
+    let mut senders = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect for the stampede");
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .expect("HTTP/1 handshake");
+        tokio::spawn(connection);
+        senders.push(sender);
+    }
+    let (go, _) = tokio::sync::broadcast::channel::<Instant>(1);
+    let runs: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
+            let mut start = go.subscribe();
+            let (path, expected) = (path.to_owned(), expected.clone());
+            tokio::spawn(async move {
+                let start = start.recv().await.expect("the stampede starts");
+                let request = Request::get(path)
+                    .header("host", addr.to_string())
+                    .body(Empty::new())
+                    .expect("valid request");
+                let response = sender.send_request(request).await.expect("an answer");
+                let status = response.status().as_u16();
+                let x_cache = response
+                    .headers()
+                    .get("x-cache")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut body = response.into_body();
+                let mut first_byte = None;
+                let mut got = Vec::with_capacity(expected.len());
+                while let Some(frame) = body.frame().await {
+                    let Ok(data) = frame.expect("the body arrives").into_data() else {
+                        continue;
+                    };
+                    if first_byte.is_none() && !data.is_empty() {
+                        first_byte = Some(start.elapsed());
+                    }
+                    got.extend_from_slice(&data);
+                }
+                let done = start.elapsed();
+                Arrival {
+                    status,
+                    x_cache,
+                    first_byte: first_byte.unwrap_or(done),
+                    done,
+                    intact: got == expected,
+                }
+            })
+        })
+        .collect();
+    // Every client subscribed above, so each gets the start even if its task has not run yet;
+    // one that runs late counts the delay in its times, as a client would.
+    let _ = go.send(Instant::now());
+    let mut arrivals = Vec::with_capacity(clients);
+    for run in runs {
+        arrivals.push(run.await.expect("a stampede client"));
+    }
+    arrivals
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn reads_wrk_output() {
-        let out = "  Latency Distribution\n     50%  412.00us\n     75%  1.2ms\n     99%    3.50ms\nRequests/sec:   9876.54\n";
+        let out = "  Latency Distribution\n     50%  412.00us\n     75%  1.2ms\n     99%    3.50ms\n\
+                   49383 requests in 5.00s, 2.36GB read\nRequests/sec:   9876.54\n\
+                   latency-us 412 3\nlatency-us 3500 1\n";
         let s = super::parse_wrk(out).unwrap();
         assert_eq!((s.rps, s.p50_ms, s.p99_ms), (9876.54, 0.412, 3.5));
+        assert_eq!(s.requests, 49383.0);
+        assert_eq!(s.latency_us, vec![(412, 3), (3500, 1)]);
     }
 }

@@ -6,26 +6,30 @@
 //! ETag, each file call a blocking-pool hop), more than the proxy's whole request, so it measured
 //! the stand-in rather than the proxy. This keeps everything a client can observe — signatures
 //! checked, bodies verified against their signed SHA-256 before they count, `If-None-Match: *`
-//! answered 412 — and drops only the disk.
+//! answered 412, GETs of missing keys answered `NoSuchKey` — and drops only the disk.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use s3s::dto::{HeadObjectInput, HeadObjectOutput, PutObjectInput, PutObjectOutput};
+use s3s::dto::{
+    GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput, PutObjectInput,
+    PutObjectOutput, StreamingBlob,
+};
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 
 /// Larger bodies are refused: the bench sends at most 1 MB.
 const MAX_OBJECT_BYTES: usize = 8 * 1024 * 1024;
 
 struct Stored {
-    len: usize,
+    body: Bytes,
     content_type: Option<String>,
     cache_control: Option<String>,
+    metadata: Option<s3s::dto::Metadata>,
 }
 
-/// Objects by "bucket/key". Only sizes and headers are kept: the bench never reads bodies back,
-/// and holding gigabytes of them would measure the allocator.
+/// Objects by "bucket/key", bodies included (a lookup reads them back). The bench clears it
+/// after every proxy it measures, so it holds at most one run's results.
 #[derive(Clone, Default)]
 pub struct MemStore {
     objects: Arc<Mutex<HashMap<String, Stored>>>,
@@ -63,9 +67,10 @@ impl S3 for MemStore {
             return Err(s3_error!(PreconditionFailed, "Object already exists"));
         }
         let stored = Stored {
-            len: body.len(),
+            body,
             content_type: input.content_type,
             cache_control: input.cache_control,
+            metadata: input.metadata,
         };
         objects.insert(name, stored);
         Ok(S3Response::new(PutObjectOutput::default()))
@@ -81,9 +86,29 @@ impl S3 for MemStore {
             return Err(s3_error!(NoSuchKey));
         };
         Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(stored.len as i64),
+            content_length: Some(stored.body.len() as i64),
             content_type: stored.content_type.clone(),
             cache_control: stored.cache_control.clone(),
+            metadata: stored.metadata.clone(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let name = format!("{}/{}", req.input.bucket, req.input.key);
+        let objects = self.objects.lock().expect("not poisoned");
+        let Some(stored) = objects.get(&name) else {
+            return Err(s3_error!(NoSuchKey));
+        };
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::from(s3s::Body::from(stored.body.clone()))),
+            content_length: Some(stored.body.len() as i64),
+            content_type: stored.content_type.clone(),
+            cache_control: stored.cache_control.clone(),
+            metadata: stored.metadata.clone(),
             ..Default::default()
         }))
     }

@@ -91,22 +91,86 @@ pub struct Nginx {
     child: Child,
     pub port: u16,
     _dir: tempfile::TempDir,
+    /// The cache directory on tmpfs, for [`Flavour::Cache`].
+    _cache: Option<tempfile::TempDir>,
 }
 
+/// How nginx is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// `proxy_pass` as the first benchmark ran it: keep-alive upstream connections, two
+    /// workers, and nginx's default buffers (`proxy_buffers 8 4k`), so a 50 KB body does not
+    /// fit and the rest of it goes to a temp file.
+    DefaultBuffers,
+    /// `proxy_pass` as a careful operator sets it for image results: see [`TUNED`].
+    Tuned,
+    /// [`Flavour::Tuned`] plus `proxy_cache` on tmpfs with `proxy_cache_lock on`: see [`CACHE`].
+    Cache,
+}
+
+impl Flavour {
+    pub fn label(self) -> &'static str {
+        match self {
+            Flavour::DefaultBuffers => "nginx proxy_pass, default buffers",
+            Flavour::Tuned => "nginx proxy_pass, tuned",
+            Flavour::Cache => "nginx proxy_cache, tuned",
+        }
+    }
+}
+
+/// What a careful operator sets for 50 KB–1 MB results, beyond keep-alive upstream connections
+/// and a worker per core: buffers that hold a whole result (`proxy_buffers`, so no body goes to
+/// a temp file, and `proxy_max_temp_file_size 0` in case one is larger), client and upstream
+/// connections kept for good (`keepalive_requests` is 1 000 by default: wrk's connections
+/// would be closed and reopened every 1 000 requests, ours never are), `reuseport` (the kernel
+/// spreads connections over the workers), `sendfile` and `tcp_nopush`.
+pub const TUNED: &str = "proxy_buffer_size 16k; proxy_buffers 16 16k; proxy_busy_buffers_size 64k; \
+proxy_max_temp_file_size 0; keepalive_requests 1000000 (client and upstream); \
+listen reuseport; sendfile on; tcp_nopush on";
+
+/// The cache on top of [`TUNED`]: on tmpfs, one lock per key, a year's validity (the upstream
+/// says a year too), the cache files' descriptors kept open.
+pub const CACHE: &str = "proxy_cache_path on /dev/shm (use_temp_path=off); proxy_cache_lock on; \
+proxy_cache_valid 200 1y; open_file_cache max=10000";
+
 impl Nginx {
-    /// nginx as people run it in front of imgproxy: `proxy_pass` with keep-alive upstream
-    /// connections, two workers (one per core), no disk cache.
-    pub async fn start(upstream: std::net::SocketAddr) -> Nginx {
+    /// nginx in front of `upstream`, configured as `flavour` says; `worker_processes` is the
+    /// number of cores (2).
+    pub async fn start(upstream: std::net::SocketAddr, flavour: Flavour) -> Nginx {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        let d = dir.path().display();
+        let cache = (flavour == Flavour::Cache)
+            .then(|| tempfile::tempdir_in("/dev/shm").expect("a cache directory on tmpfs"));
+        let (http, upstream_extra, listen, location) = match flavour {
+            Flavour::DefaultBuffers => (String::new(), "", "", String::new()),
+            Flavour::Tuned | Flavour::Cache => {
+                let mut http = "  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n\
+                    proxy_buffer_size 16k;\n  proxy_buffers 16 16k;\n  proxy_busy_buffers_size 64k;\n\
+                    proxy_max_temp_file_size 0;\n"
+                    .to_owned();
+                let mut location = String::new();
+                if let Some(cache) = &cache {
+                    http += &format!(
+                        "  proxy_cache_path {} levels=1:2 keys_zone=bench:16m max_size=2g \
+                         inactive=1y use_temp_path=off;\n  \
+                         open_file_cache max=10000 inactive=1h;\n",
+                        cache.path().display()
+                    );
+                    location = "      proxy_cache bench;\n      proxy_cache_lock on;\n      \
+                        proxy_cache_valid 200 1y;\n      add_header X-Cache $upstream_cache_status;\n"
+                        .to_owned();
+                }
+                (http, " keepalive_requests 1000000;", " reuseport", location)
+            }
+        };
         let conf = format!(
-            "worker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+            "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
-               upstream up {{ server {upstream}; keepalive 128; }}\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://up;\n\
-                   proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
-            dir = dir.path().display()
+             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n{http}\
+               upstream up {{ server {upstream}; keepalive 128;{upstream_extra} }}\n\
+               server {{\n    listen 127.0.0.1:{port}{listen};\n    location / {{\n      proxy_pass http://up;\n\
+                   proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n{location}    }}\n  }}\n}}\n",
         );
         let conf_path: PathBuf = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
@@ -125,6 +189,7 @@ impl Nginx {
             child,
             port,
             _dir: dir,
+            _cache: cache,
         };
         wait_ready(
             &format!("http://127.0.0.1:{port}/health"),
@@ -154,7 +219,12 @@ impl Nginx {
 
 /// User + system CPU seconds of a process, from `/proc/<pid>/stat` (0 if it is gone).
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds from a `stat` file of `/proc` (a process's or a thread's).
+pub fn stat_cpu_secs(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the parenthesised name; utime and stime are fields 14 and 15.
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
         return 0.0;
