@@ -555,3 +555,32 @@ async fn a_slow_bucket_costs_a_timeout_until_the_breaker_opens() {
     );
     proxy.shutdown().await;
 }
+
+/// A stored object too large to hold in the copy budget is streamed from the bucket to its
+/// client alone: never rendered again for want of memory.
+#[tokio::test]
+async fn a_stored_object_too_large_to_share_is_still_served_from_the_bucket() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let path = "/ok/large-in-the-bucket.jpg";
+    let large = bytes::Bytes::from(vec![3u8; 5000]);
+    s3.put(&key(path), large.clone()).await;
+    let proxy = Proxy::start(
+        config(
+            &upstream,
+            &[
+                ("MAX_CACHEABLE_BYTES", "1000"),
+                ("UPLOAD_QUEUE_MAX_BYTES", "4000"),
+            ],
+        ),
+        s3.stores(),
+    )
+    .await;
+    for _ in 0..2 {
+        let (status, headers, body) = get(&proxy.url(path)).await;
+        assert_eq!((status, body), (StatusCode::OK, large.clone()));
+        assert_eq!(headers["x-cache"], "HIT bucket");
+    }
+    assert_eq!(renders(&upstream), 0);
+    proxy.shutdown().await;
+}

@@ -422,7 +422,6 @@ impl Cache {
         key: &str,
         leader: Leader,
     ) -> Result<(Attached, Tier), Leader> {
-        let mut leader = leader;
         let mut local = Vec::with_capacity(2);
         local.extend(self.stores.disk.iter().cloned());
         if self.stores.last_tier == Tier::Disk {
@@ -442,39 +441,47 @@ impl Cache {
                     continue;
                 }
             };
-            match self.publish_reading(key, leader, reading, Tier::Disk) {
-                Ok(attached) => return Ok((attached, Tier::Disk)),
-                Err(back) => leader = back,
-            }
+            return Ok((
+                self.publish_reading(key, leader, reading, Tier::Disk),
+                Tier::Disk,
+            ));
         }
         if let Some(bucket) = &self.bucket
             && let Guarded::Found(reading) = bucket.read(key).await
         {
-            return self
-                .publish_reading(key, leader, reading, Tier::Bucket)
-                .map(|attached| (attached, Tier::Bucket));
+            let attached = self.publish_reading(key, leader, reading, Tier::Bucket);
+            return Ok((attached, Tier::Bucket));
         }
         Err(leader)
     }
 
-    /// Feeds the leader's flight from a store's reading.
+    /// Feeds the leader's flight from a store's reading, and answers the leader from it. An
+    /// object too large to hold (above `MAX_CACHEABLE_BYTES`), or one that finds the budget
+    /// full, streams to the leader alone instead, neither shared nor promoted: a stored result
+    /// is never rendered again for want of memory. Its followers then ask for themselves.
     fn publish_reading(
         self: &Arc<Self>,
         key: &str,
         leader: Leader,
         reading: Reading,
         tier: Tier,
-    ) -> Result<Attached, Leader> {
-        if reading.len > self.rules.max_bytes {
-            tracing::debug!(%key, len = reading.len, "stored object above MAX_CACHEABLE_BYTES, not served from the store");
-            return Err(leader);
-        }
-        let Some((chunks, hold)) = self.queue.hold_twice(reading.len) else {
-            return Err(leader);
-        };
+    ) -> Attached {
         let source = match tier {
             Tier::Disk => Source::Disk,
             _ => Source::Bucket,
+        };
+        let held = (reading.len <= self.rules.max_bytes)
+            .then(|| self.queue.hold_twice(reading.len))
+            .flatten();
+        let Some((chunks, hold)) = held else {
+            tracing::debug!(%key, len = reading.len, "stored object streamed unshared: too large or no room");
+            leader.release(Release::NoRoom);
+            return Attached {
+                meta: Arc::new(reading.meta),
+                len: reading.len,
+                source,
+                body: reading.body,
+            };
         };
         let publisher = leader.publish(reading.meta, reading.len, source, Some(chunks));
         let attached = publisher.attached();
@@ -484,7 +491,7 @@ impl Cache {
             hold,
         };
         tokio::spawn(pump.run(reading.body));
-        Ok(attached)
+        attached
     }
 
     /// The stores, in one line (health endpoint, start-up log).
