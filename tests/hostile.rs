@@ -82,10 +82,13 @@ async fn silent_and_stuck_clients_lock_nobody_out() {
         asked.elapsed()
     );
 
-    // Every silent socket is closed by the header deadline (plus a second of slack).
+    // Every silent socket is closed by the header deadline. The deadline runs from the
+    // accept, and a loaded two-core machine may accept the last of 250 sockets a second or
+    // two after they connected, so the slack is three seconds: without the deadline a silent
+    // socket stays open for good.
     for mut socket in silent {
         let left =
-            (opened + HEADER + Duration::from_secs(1)).saturating_duration_since(Instant::now());
+            (opened + HEADER + Duration::from_secs(3)).saturating_duration_since(Instant::now());
         let mut byte = [0u8; 1];
         let read = tokio::time::timeout(left, socket.read(&mut byte)).await;
         assert!(
@@ -94,6 +97,10 @@ async fn silent_and_stuck_clients_lock_nobody_out() {
             opened.elapsed()
         );
     }
+    eprintln!(
+        "the last silent socket was closed {:?} after the first connected",
+        opened.elapsed()
+    );
 
     // Every stuck client is cut off, and what it received is less than the body.
     wait_for_metric(
