@@ -16,6 +16,7 @@ use std::sync::LazyLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
+use crate::cache::variant::{Class, Mode, Negotiation, Variant};
 use crate::cache::{cache_key, policy};
 use crate::proxy::config::{
     DEFAULT_MAX_CACHEABLE_BYTES, DEFAULT_MIN_STORE_MAX_AGE_SECS, DEFAULT_STORE_SVG,
@@ -231,11 +232,18 @@ pub fn decode_svg(data: &[u8]) {
 /// The proxy's object key, from the path of the request target as hyper parses it (the input),
 /// with no prefix and with a folder prefix. The key must be the prefix and 32 lowercase hex
 /// digits whatever the path: it names an object in a public bucket and a file under the cache
-/// directory.
+/// directory. With formats negotiated (the path doubling as the `Accept` header), the variant
+/// key is that key alone or followed by `-` and a class name.
 pub fn key(data: &[u8]) {
     let Ok(uri) = Uri::try_from(data) else {
         return;
     };
+    let negotiation = Negotiation {
+        webp: Mode::Enforce,
+        avif: Mode::Auto,
+        ..Negotiation::default()
+    };
+    let accept = HeaderValue::from_bytes(data).ok();
     for prefix in ["", "thumbs/"] {
         let key = cache_key(prefix, uri.path());
         let hash = key
@@ -244,6 +252,18 @@ pub fn key(data: &[u8]) {
         assert!(
             hash.len() == 32 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
             "key {key:?} is not prefix + 32 hex digits"
+        );
+        let variant = negotiation.variant(uri.path(), accept.as_ref());
+        let variant_key = variant.key(&key);
+        let suffix = variant_key
+            .strip_prefix(&key)
+            .expect("a variant key starts with the plain key");
+        assert!(
+            suffix.is_empty()
+                || Class::ALL
+                    .iter()
+                    .any(|class| suffix.strip_prefix('-') == Some(class.name())),
+            "variant key {variant_key:?}"
         );
     }
 }
@@ -288,7 +308,15 @@ pub fn policy(data: &[u8]) {
     };
     // A fixed clock, so `Expires` decides the same way on every replay.
     let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-    let verdict = policy::decide(&method, ranged, status, &headers, &rules, now);
+    let verdict = policy::decide(
+        &method,
+        ranged,
+        status,
+        &headers,
+        &rules,
+        &Variant::Fixed,
+        now,
+    );
     if let policy::Cacheable::Yes { expected_len } = verdict {
         if let Some(len) = expected_len {
             assert!(

@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::policy::NotCacheable;
+use super::variant::Class;
 
 /// What became of a result handed to the upload path: the `outcome` label of
 /// `imgproxy_cache_uploads_total`.
@@ -106,6 +107,22 @@ struct LookupLabel {
     result: LookupResult,
 }
 
+/// An `Accept` class, as a label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct ClassValue(Class);
+
+impl EncodeLabelValue for ClassValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.name())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VariantLookupLabel {
+    variant: ClassValue,
+    result: LookupResult,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: Outcome,
@@ -131,6 +148,8 @@ pub struct CacheMetrics {
     // The read path.
     /// Lookups before the upstream, by [`LookupResult`].
     lookups: Family<LookupLabel, Counter>,
+    /// The same, by `Accept` class, when formats are negotiated.
+    variant_lookups: Family<VariantLookupLabel, Counter>,
     /// Bytes held by the memory tier (bodies, metadata, keys and an estimate of overhead).
     pub memory_bytes: Gauge,
     pub memory_entries: Gauge,
@@ -155,6 +174,7 @@ impl CacheMetrics {
             queue_depth: Gauge::default(),
             queue_bytes: Gauge::default(),
             lookups: Family::default(),
+            variant_lookups: Family::default(),
             memory_bytes: Gauge::default(),
             memory_entries: Gauge::default(),
             memory_evictions: Counter::default(),
@@ -194,6 +214,11 @@ impl CacheMetrics {
             metrics.lookups.clone(),
         );
         registry.register(
+            "variant_lookups",
+            "Lookups before the upstream, by Accept class (when WebP/AVIF are negotiated) and result",
+            metrics.variant_lookups.clone(),
+        );
+        registry.register(
             "memory_bytes",
             "Bytes held by the memory tier",
             metrics.memory_bytes.clone(),
@@ -227,8 +252,17 @@ impl CacheMetrics {
         metrics
     }
 
-    pub fn lookup(&self, result: LookupResult) {
+    /// Counts a lookup, and under its `Accept` class when formats are negotiated.
+    pub fn lookup(&self, result: LookupResult, class: Option<Class>) {
         self.lookups.get_or_create(&LookupLabel { result }).inc();
+        if let Some(class) = class {
+            self.variant_lookups
+                .get_or_create(&VariantLookupLabel {
+                    variant: ClassValue(class),
+                    result,
+                })
+                .inc();
+        }
     }
 
     pub fn upload(&self, outcome: Outcome) {

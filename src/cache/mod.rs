@@ -2,7 +2,8 @@
 //! protocol — the key, the lookup through the tiers, single flight, the storing policy's
 //! verdict, the copy, the upload queue and its drain — so `proxy/` only moves bytes.
 //!
-//! - `key`: the key rule (MD5 of the path, under `S3_FOLDER`).
+//! - `key`: the key rule (MD5 of the path, under `S3_FOLDER`); `variant`: the key of each
+//!   `Accept` class when the upstream negotiates WebP/AVIF.
 //! - `policy`: whether a response may be stored (pure: takes `now`); `freshness`: whether a
 //!   stored one may be served as it is (pure).
 //! - `object`: a stored result and its metadata, as every tier keeps them.
@@ -37,6 +38,7 @@ mod queue;
 pub mod s3;
 pub mod store;
 mod upload;
+pub mod variant;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +65,7 @@ use policy::{Cacheable, NotCacheable, Rules};
 pub use queue::{DrainReport, Uploader};
 use queue::{DropReason, Hold, Offer, UploadQueue};
 pub use store::{PutMode, Store};
+use variant::{Negotiation, Variant};
 
 /// Where results are kept, below the memory tier.
 #[derive(Clone)]
@@ -187,6 +190,7 @@ const DISK_WRITES_MAX: usize = 4;
 /// The one object the proxy talks to about stored results, shared by every serving thread.
 pub struct Cache {
     key_prefix: String,
+    negotiation: Negotiation,
     rules: Rules,
     read: ReadConfig,
     memory: Memory,
@@ -209,6 +213,7 @@ pub struct Cache {
 struct Hinted {
     vary: AtomicBool,
     short_lived: AtomicBool,
+    variant: AtomicBool,
 }
 
 /// What the cache has for a request, asked before the upstream is called.
@@ -224,11 +229,12 @@ pub enum Lookup {
     Miss(Miss),
 }
 
-/// What [`Cache::purge`] removed: per tier, whether the key was there (`None`: no such tier;
-/// an error: the tier could not be asked, and may still hold it).
+/// What [`Cache::purge`] removed: per tier, whether any of the keys was there (`None`: no
+/// such tier; an error: the tier could not be asked, and may still hold one).
 #[derive(Debug)]
 pub struct Purged {
-    pub key: String,
+    /// The plain key, then the key of every format variant.
+    pub keys: Vec<String>,
     pub memory: bool,
     pub disk: Option<Result<bool, store::StoreError>>,
     pub bucket: Option<Result<bool, store::StoreError>>,
@@ -269,21 +275,21 @@ impl Joining {
         match follower.attach(timeout).await {
             Ok(attached) => match attached.source {
                 Source::Upstream => {
-                    fallback.cache.metrics.lookup(LookupResult::Coalesced);
+                    fallback.counted(LookupResult::Coalesced);
                     Joined::Coalesced(attached)
                 }
                 Source::Disk => {
-                    fallback.cache.metrics.lookup(LookupResult::HitDisk);
+                    fallback.counted(LookupResult::HitDisk);
                     Joined::Attached(attached, Tier::Disk)
                 }
                 Source::Bucket => {
-                    fallback.cache.metrics.lookup(LookupResult::HitBucket);
+                    fallback.counted(LookupResult::HitBucket);
                     Joined::Attached(attached, Tier::Bucket)
                 }
             },
             Err(why) => {
                 tracing::debug!(key = %fallback.key, ?why, "flight released a follower");
-                fallback.cache.metrics.lookup(LookupResult::Released);
+                fallback.counted(LookupResult::Released);
                 Joined::Miss(fallback)
             }
         }
@@ -294,6 +300,8 @@ impl Joining {
 pub struct Miss {
     cache: Arc<Cache>,
     key: String,
+    /// The `Accept` class the key is for, and what the stored result may be.
+    variant: Variant,
     method: Method,
     ranged: bool,
     /// The request leads the key's flight: its followers wait for this answer.
@@ -319,12 +327,13 @@ impl Drop for Refreshing {
 }
 
 impl Cache {
-    /// A cache over `stores`, keyed under `key_prefix`, storing what `rules` allow, reading as
-    /// `read` says. The upload queue starts on its own thread; the returned [`Uploader`]
-    /// drains it at shutdown.
+    /// A cache over `stores`, keyed under `key_prefix` (one key per `Accept` class of what
+    /// the upstream negotiates), storing what `rules` allow, reading as `read` says. The
+    /// upload queue starts on its own thread; the returned [`Uploader`] drains it at shutdown.
     pub fn start(
         stores: Stores,
         key_prefix: String,
+        negotiation: Negotiation,
         rules: Rules,
         read: ReadConfig,
         upload: UploadConfig,
@@ -347,6 +356,7 @@ impl Cache {
         });
         let cache = Cache {
             key_prefix,
+            negotiation,
             rules,
             read,
             memory,
@@ -362,28 +372,53 @@ impl Cache {
         (Arc::new(cache), uploader)
     }
 
-    /// Where `method path` can be answered from. `ranged`: the request has a `Range` header.
+    /// What a request for `path` with `accept` (its first `Accept` header) may get: the key's
+    /// class, and the `Accept` to ask the upstream with.
+    pub fn variant(&self, path: &str, accept: Option<&http::HeaderValue>) -> Variant {
+        self.negotiation.variant(path, accept)
+    }
+
+    /// Whether results vary with the request's `Accept` (some format is negotiated): every
+    /// answer then says `Vary: Accept`, as the upstream's do.
+    pub fn negotiates(&self) -> bool {
+        self.negotiation.is_on()
+    }
+
+    fn key(&self, path: &str, variant: &Variant) -> String {
+        variant.key(&cache_key(&self.key_prefix, path))
+    }
+
+    /// Where `method path` can be answered from, for a request of `variant` (see
+    /// [`Cache::variant`]). `ranged`: the request has a `Range` header.
     ///
     /// `GET` and `HEAD` read through the tiers: memory, then a flight in progress, then (as
     /// the key's new leader) the disk tier and the bucket. Any other method goes to the
     /// upstream untouched. A `HEAD` never leads a render: when no tier has the key it goes to
     /// the upstream as it came, and the followers it gathered ask for themselves.
-    pub async fn lookup(self: &Arc<Self>, method: &Method, path: &str, ranged: bool) -> Lookup {
-        let key = cache_key(&self.key_prefix, path);
+    pub async fn lookup(
+        self: &Arc<Self>,
+        method: &Method,
+        path: &str,
+        variant: Variant,
+        ranged: bool,
+    ) -> Lookup {
+        let key = self.key(path, &variant);
+        let class = variant.class();
         let miss = |leader| Miss {
             cache: self.clone(),
             key: key.clone(),
+            variant,
             method: method.clone(),
             ranged,
             leader,
             refresh: None,
         };
         if method != Method::GET && method != Method::HEAD {
-            self.metrics.lookup(LookupResult::Bypass);
+            self.metrics.lookup(LookupResult::Bypass, None);
             return Lookup::Miss(miss(None));
         }
         if let Some(object) = self.memory.get(&key) {
-            self.metrics.lookup(LookupResult::HitMemory);
+            self.metrics.lookup(LookupResult::HitMemory, class);
             let freshness = freshness(&object.meta, SystemTime::now());
             return Lookup::Hit(Hit { object, freshness });
         }
@@ -399,15 +434,16 @@ impl Cache {
         };
         let leader = match self.read_tiers(&key, leader).await {
             Ok((attached, tier)) => {
-                self.metrics.lookup(match tier {
+                let result = match tier {
                     Tier::Disk => LookupResult::HitDisk,
                     _ => LookupResult::HitBucket,
-                });
+                };
+                self.metrics.lookup(result, class);
                 return Lookup::Stored(attached, tier);
             }
             Err(leader) => leader,
         };
-        self.metrics.lookup(LookupResult::Miss);
+        self.metrics.lookup(LookupResult::Miss, class);
         if method == Method::HEAD {
             leader.release(Release::NotStorable);
             return Lookup::Miss(miss(None));
@@ -502,8 +538,8 @@ impl Cache {
     /// A background `GET` of `path`, to replace its stale stored result; `None` when one is
     /// already under way. The caller sends it upstream and reads the answer to its end, with
     /// no client: the copy replaces the result in memory, the disk tier and the bucket.
-    pub fn refresh(self: &Arc<Self>, path: &str) -> Option<Miss> {
-        let key = cache_key(&self.key_prefix, path);
+    pub fn refresh(self: &Arc<Self>, path: &str, variant: Variant) -> Option<Miss> {
+        let key = self.key(path, &variant);
         let fresh = self
             .refreshing
             .lock()
@@ -512,6 +548,7 @@ impl Cache {
         fresh.then(|| Miss {
             cache: self.clone(),
             key: key.clone(),
+            variant,
             method: Method::GET,
             ranged: false,
             leader: None,
@@ -525,21 +562,25 @@ impl Cache {
     /// Removes the result for `path` from every tier and the bucket. A render of it in flight
     /// right now still lands afterwards.
     pub async fn purge(&self, path: &str) -> Purged {
-        let key = cache_key(&self.key_prefix, path);
-        let memory = self.memory.remove(&key);
+        let keys = variant::every_key(&cache_key(&self.key_prefix, path));
+        let mut memory = false;
+        let mut disk = None;
+        let mut last = Ok(false);
+        for key in &keys {
+            memory |= self.memory.remove(key);
+            self.queue.forget(key);
+            if let Some(store) = &self.stores.disk {
+                disk = Some(either(disk.unwrap_or(Ok(false)), store.delete(key).await));
+            }
+            last = either(last, self.stores.last.delete(key).await);
+        }
         self.record_memory();
-        self.queue.forget(&key);
-        let disk = match &self.stores.disk {
-            Some(disk) => Some(disk.delete(&key).await),
-            None => None,
-        };
-        let last = self.stores.last.delete(&key).await;
         let (disk, bucket) = match self.stores.last_tier {
             Tier::Disk => (Some(last), None),
             _ => (disk, Some(last)),
         };
         Purged {
-            key,
+            keys,
             memory,
             disk,
             bucket,
@@ -566,11 +607,21 @@ impl Cache {
                 if !self.hinted.vary.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         %key,
-                        "the upstream answered with `Vary: Accept` (IMGPROXY_AUTO_WEBP/AVIF or \
-                         ENFORCE_*): such results are never stored; put the format in the URL \
-                         (`@webp`, `.avif`, `f:webp`) to make them cacheable"
+                        "the upstream answered with a `Vary` the proxy cannot key on: such \
+                         results are never stored. For `Vary: Accept` (IMGPROXY_AUTO_WEBP/AVIF, \
+                         IMGPROXY_ENFORCE_*), give the proxy the same IMGPROXY_* variables, or \
+                         UPSTREAM_NEGOTIATION for a remote imgproxy"
                     );
                 }
+            }
+            NotCacheable::Variant if !self.hinted.variant.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(
+                    %key,
+                    "a WebP or AVIF result answered a request whose `Accept` class does not \
+                     name that format, so it was not stored: the upstream negotiates a format \
+                     the proxy was not told of (UPSTREAM_NEGOTIATION, IMGPROXY_AUTO_*, \
+                     IMGPROXY_ENFORCE_*), or IMGPROXY_PREFERRED_FORMATS keeps WebP/AVIF sources"
+                );
             }
             NotCacheable::ShortLived if !self.hinted.short_lived.swap(true, Ordering::Relaxed) => {
                 tracing::warn!(
@@ -673,7 +724,20 @@ impl Cache {
     }
 }
 
+/// Two deletes as one: removed if either removed something; the first error if one failed.
+fn either(
+    a: Result<bool, store::StoreError>,
+    b: Result<bool, store::StoreError>,
+) -> Result<bool, store::StoreError> {
+    Ok(a? | b?)
+}
+
 impl Miss {
+    /// Counts how this request's lookup ended, under its class when formats are negotiated.
+    fn counted(&self, result: LookupResult) {
+        self.cache.metrics.lookup(result, self.variant.class());
+    }
+
     /// Whether this request leads its key's flight. A leader asks the upstream for the whole
     /// result: the caller removes `Range`, `If-Range`, `If-None-Match` and `If-Modified-Since`
     /// before forwarding, and answers the client's own conditions from the flight.
@@ -691,6 +755,7 @@ impl Miss {
             status,
             headers,
             &self.cache.rules,
+            &self.variant,
             now,
         );
         if let Cacheable::No(reason) = verdict {

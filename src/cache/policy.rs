@@ -11,6 +11,7 @@ use http::header::{
 };
 use http::{HeaderMap, Method, StatusCode};
 
+use super::variant::Variant;
 use crate::contract::SANITIZED_SVG_HEADER;
 
 /// What the operator decided about storing; from the `MAX_CACHEABLE_BYTES`,
@@ -58,9 +59,12 @@ pub enum NotCacheable {
     Range,
     /// `Cache-Control: no-store`, `private`, `no-cache` or `max-age=0` from the upstream.
     CacheControl,
-    /// `Vary` on a request header other than `Accept-Encoding` (imgproxy's `Vary: Accept` for
-    /// WebP/AVIF negotiation): one key cannot hold every variant.
+    /// `Vary` on a request header other than `Accept-Encoding`, or on `Accept` when the proxy
+    /// does not know which formats the upstream negotiates: one key cannot hold every variant.
     Vary,
+    /// A WebP or AVIF result for an `Accept` class that does not name the format (nor does
+    /// the URL): some client of the class might not decode it.
+    Variant,
     /// A compressed body would need `Content-Encoding` on the object; images never do.
     Encoded,
     /// Without a type, the bucket would serve `binary/octet-stream`, which browsers refuse.
@@ -92,6 +96,7 @@ impl NotCacheable {
             NotCacheable::Range => "range",
             NotCacheable::CacheControl => "cache_control",
             NotCacheable::Vary => "vary",
+            NotCacheable::Variant => "variant_format",
             NotCacheable::Encoded => "content_encoding",
             NotCacheable::NoContentType => "no_content_type",
             NotCacheable::ContentType => "content_type",
@@ -106,14 +111,15 @@ impl NotCacheable {
 }
 
 /// Decides whether the response to a `method` request (with a `Range` header when
-/// `ranged`) may be stored, at `now`. `response` are the headers as the upstream sent them,
-/// framing (`Transfer-Encoding`) included.
+/// `ranged`) of `variant` may be stored, at `now`. `response` are the headers as the upstream
+/// sent them, framing (`Transfer-Encoding`) included.
 pub fn decide(
     method: &Method,
     ranged: bool,
     status: StatusCode,
     response: &HeaderMap,
     rules: &Rules,
+    variant: &Variant,
     now: SystemTime,
 ) -> Cacheable {
     use NotCacheable as N;
@@ -130,7 +136,11 @@ pub fn decide(
     if forbids_storing(response) {
         return no(N::CacheControl);
     }
-    if varies_beyond_encoding(response) {
+    let keyed_by_accept = variant.class().is_some();
+    if header_tokens(response, &VARY).any(|name| {
+        !name.eq_ignore_ascii_case("accept-encoding")
+            && !(keyed_by_accept && name.eq_ignore_ascii_case("accept"))
+    }) {
         return no(N::Vary);
     }
     if response
@@ -150,6 +160,9 @@ pub fn decide(
         },
         Media::Image => {}
         Media::Other => return no(N::ContentType),
+    }
+    if !variant.admits(content_type.as_bytes()) {
+        return no(N::Variant);
     }
     if response.contains_key("fallback-image") {
         return no(N::Fallback);
@@ -241,10 +254,6 @@ pub(super) fn max_age<'a, I: Iterator<Item = &'a str>>(
         .map(Duration::from_secs)
 }
 
-fn varies_beyond_encoding(headers: &HeaderMap) -> bool {
-    header_tokens(headers, &VARY).any(|name| !name.eq_ignore_ascii_case("accept-encoding"))
-}
-
 /// The comma-separated, trimmed, non-empty items of every value of `name`.
 fn header_tokens<'a>(
     headers: &'a HeaderMap,
@@ -296,6 +305,7 @@ mod tests {
             StatusCode::from_u16(status).unwrap(),
             &resp,
             &RULES,
+            &Variant::Fixed,
             now(),
         )
     }
@@ -487,5 +497,50 @@ mod tests {
         ));
         // Nothing said about lifetime: stored.
         assert!(matches!(cc("public"), Cacheable::Yes { .. }));
+    }
+
+    /// With the key carrying the `Accept` class, `Vary: Accept` is no obstacle; any other
+    /// `Vary`, or a negotiated format the class does not name, still is.
+    #[test]
+    fn a_negotiated_variant_is_stored_under_its_class() {
+        use crate::cache::variant::{Mode, Negotiation};
+        let negotiation = Negotiation {
+            webp: Mode::Auto,
+            avif: Mode::Auto,
+            ..Negotiation::default()
+        };
+        let accept = |a: &'static str| {
+            negotiation.variant("/s/plain/a.jpg", Some(&http::HeaderValue::from_static(a)))
+        };
+        let decide_for = |variant: &Variant, resp: &HeaderMap| {
+            decide(
+                &Method::GET,
+                false,
+                StatusCode::OK,
+                resp,
+                &RULES,
+                variant,
+                now(),
+            )
+        };
+        let webp = accept("image/webp");
+        let none = accept("*/*");
+        assert_eq!(
+            decide_for(&webp, &image(&[("vary", "Accept")])),
+            Cacheable::Yes {
+                expected_len: Some(10)
+            }
+        );
+        assert_eq!(
+            decide_for(&webp, &image(&[("vary", "Accept, Cookie")])),
+            Cacheable::No(NotCacheable::Vary)
+        );
+        assert_eq!(
+            decide_for(&none, &image(&[("vary", "Accept")])),
+            Cacheable::No(NotCacheable::Variant)
+        );
+        let mut jpeg = image(&[("vary", "Accept")]);
+        jpeg.insert(CONTENT_TYPE, "image/jpeg".parse().unwrap());
+        assert!(matches!(decide_for(&none, &jpeg), Cacheable::Yes { .. }));
     }
 }

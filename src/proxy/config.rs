@@ -17,6 +17,7 @@ use crate::cache::config::{
 };
 use crate::cache::guard::GuardConfig;
 use crate::cache::policy::{Rules, SvgRule};
+use crate::cache::variant::{Mode, Negotiation, UrlShape};
 use crate::settings::{
     FromVars, Setting, SettingsError, boolean, expand_bind, invalid, list, positive, read, row,
     seconds,
@@ -27,6 +28,11 @@ use crate::telemetry::LogFormat;
 pub const DEFAULT_BIND: &str = ":8080";
 /// `UPSTREAM_URL`: imgproxy (or the bundled worker) that does the processing.
 pub const DEFAULT_UPSTREAM_URL: &str = "http://127.0.0.1:8081";
+/// `UPSTREAM_NEGOTIATION`: which formats the upstream picks from the request's `Accept`. Unset
+/// (the default), the proxy reads imgproxy's own `IMGPROXY_AUTO_WEBP`, `IMGPROXY_AUTO_AVIF`,
+/// `IMGPROXY_ENFORCE_WEBP` and `IMGPROXY_ENFORCE_AVIF`, which the bundled worker in the same
+/// container also reads; set, it wins over them (for a remote imgproxy configured elsewhere).
+pub const DEFAULT_UPSTREAM_NEGOTIATION: &str = "(the IMGPROXY_AUTO_*/ENFORCE_* flags)";
 /// `UPSTREAM_TIMEOUT_SECS`: limit for the upstream's response head, and for any silence
 /// between two body chunks. imgproxy's own whole-request limit is 10 s by default.
 pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 60;
@@ -155,6 +161,12 @@ pub const SETTINGS: &[Setting] = &[
         "UPSTREAM_URL",
         DEFAULT_UPSTREAM_URL,
         "imgproxy or the bundled worker.",
+    ),
+    row(
+        "UPSTREAM_NEGOTIATION",
+        DEFAULT_UPSTREAM_NEGOTIATION,
+        "Formats the upstream picks from `Accept`, stored per class: a list of `auto_webp`, \
+         `auto_avif`, `enforce_webp`, `enforce_avif`, or `none`. Wins over the IMGPROXY_* flags.",
     ),
     row(
         "UPSTREAM_TIMEOUT_SECS",
@@ -344,6 +356,13 @@ struct Env {
     imgproxy_bind: Option<String>,
     upstream_url: Option<String>,
     upstream_timeout_secs: Option<u64>,
+    upstream_negotiation: Option<String>,
+    imgproxy_auto_webp: Option<String>,
+    imgproxy_auto_avif: Option<String>,
+    imgproxy_enforce_webp: Option<String>,
+    imgproxy_enforce_avif: Option<String>,
+    imgproxy_arguments_separator: Option<String>,
+    imgproxy_base64_url_includes_filename: Option<String>,
     health_check_timeout_in_sec: Option<u64>,
     max_connections: Option<usize>,
     client_header_timeout_secs: Option<u64>,
@@ -399,6 +418,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Prepended to every key, as is (`S3_FOLDER`).
     pub key_prefix: String,
+    /// Which formats the upstream negotiates: one key per `Accept` class.
+    pub negotiation: Negotiation,
     /// What may be stored: size, lifetime, SVG.
     pub store: Rules,
     /// The read path: memory tier, single flight, store reads.
@@ -438,6 +459,7 @@ impl FromVars for Config {
 
 impl Env {
     fn validate(self) -> Result<Config, SettingsError> {
+        let negotiation = self.negotiation()?;
         let bind = expand_bind(
             "IMGPROXY_BIND",
             self.imgproxy_bind.as_deref().unwrap_or(DEFAULT_BIND),
@@ -659,6 +681,7 @@ impl Env {
             },
             storage,
             key_prefix,
+            negotiation,
             store: Rules {
                 max_bytes: max_cacheable_bytes,
                 min_max_age: Duration::from_secs(
@@ -693,6 +716,70 @@ impl Env {
                 DEFAULT_LOG_FORMAT,
                 &[("text", LogFormat::Text), ("json", LogFormat::Json)],
             )?,
+        })
+    }
+}
+
+impl Env {
+    /// `UPSTREAM_NEGOTIATION` when set, else imgproxy's own flags, and the parts of its URL
+    /// syntax that say where a format is written.
+    fn negotiation(&self) -> Result<Negotiation, SettingsError> {
+        const VAR: &str = "UPSTREAM_NEGOTIATION";
+        let flag = |var, raw: &Option<String>| boolean(var, raw.as_deref(), false);
+        let (webp, avif) = match &self.upstream_negotiation {
+            Some(raw) => {
+                let mut flags = [false; 4];
+                for item in list(raw) {
+                    let i = match item.to_ascii_lowercase().as_str() {
+                        "auto_webp" => 0,
+                        "enforce_webp" => 1,
+                        "auto_avif" => 2,
+                        "enforce_avif" => 3,
+                        "none" => continue,
+                        _ => {
+                            return Err(invalid(
+                                VAR,
+                                raw,
+                                format!(
+                                    "`{item}` is not one of auto_webp, enforce_webp, auto_avif, \
+                                     enforce_avif, none"
+                                ),
+                            ));
+                        }
+                    };
+                    flags[i] = true;
+                }
+                (
+                    Mode::from_flags(flags[0], flags[1]),
+                    Mode::from_flags(flags[2], flags[3]),
+                )
+            }
+            None => (
+                Mode::from_flags(
+                    flag("IMGPROXY_AUTO_WEBP", &self.imgproxy_auto_webp)?,
+                    flag("IMGPROXY_ENFORCE_WEBP", &self.imgproxy_enforce_webp)?,
+                ),
+                Mode::from_flags(
+                    flag("IMGPROXY_AUTO_AVIF", &self.imgproxy_auto_avif)?,
+                    flag("IMGPROXY_ENFORCE_AVIF", &self.imgproxy_enforce_avif)?,
+                ),
+            ),
+        };
+        let defaults = UrlShape::default();
+        Ok(Negotiation {
+            webp,
+            avif,
+            url: UrlShape {
+                separator: self
+                    .imgproxy_arguments_separator
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(defaults.separator),
+                base64_includes_filename: flag(
+                    "IMGPROXY_BASE64_URL_INCLUDES_FILENAME",
+                    &self.imgproxy_base64_url_includes_filename,
+                )?,
+            },
         })
     }
 }

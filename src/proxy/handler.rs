@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
+use http::header::{ACCEPT, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE, VARY};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt, Empty};
 use hyper::body::Incoming;
@@ -18,6 +18,7 @@ use super::metrics::{Metrics, StatusLabel};
 use super::relay::ProxyBody;
 use super::upstream::{Upstream, UpstreamError};
 use crate::body::{Body, Keep, uncached};
+use crate::cache::variant::Variant;
 use crate::cache::{Attached, Cache, Freshness, Joined, Lookup, Reply, Tier, freshness};
 use crate::proxy::config::Config;
 
@@ -88,9 +89,12 @@ async fn forward(
 ) -> Response<Body> {
     let shared = &state.shared;
     let ranged = request.headers().contains_key(RANGE);
+    let variant = shared
+        .cache
+        .variant(request.uri().path(), request.headers().get(ACCEPT));
     let lookup = shared
         .cache
-        .lookup(request.method(), request.uri().path(), ranged)
+        .lookup(request.method(), request.uri().path(), variant, ranged)
         .await;
     let miss = match lookup {
         Lookup::Hit(hit) => {
@@ -98,7 +102,7 @@ async fn forward(
             let served = match hit.freshness {
                 Freshness::Fresh => Served::Hit(Tier::Memory),
                 Freshness::Stale => {
-                    refresh(&request, state, client);
+                    refresh(&request, state, client, variant);
                     Served::Stale(Tier::Memory)
                 }
             };
@@ -110,34 +114,42 @@ async fn forward(
                 SystemTime::now(),
                 served,
             );
-            return hit::respond(plan, Source::Memory(object.body.clone()));
+            return labelled(
+                hit::respond(plan, Source::Memory(object.body.clone())),
+                served,
+                variant,
+            );
         }
         Lookup::Stored(attached, tier) => {
-            let served = stored(&request, state, client, &attached, tier);
-            return answer(request.method(), request.headers(), attached, served);
+            let served = stored(&request, state, client, &attached, tier, variant);
+            let response = answer(request.method(), request.headers(), attached, served);
+            return labelled(response, served, variant);
         }
         Lookup::Join(joining) => match joining.attach().await {
             Joined::Attached(attached, tier) => {
-                let served = stored(&request, state, client, &attached, tier);
-                return answer(request.method(), request.headers(), attached, served);
+                let served = stored(&request, state, client, &attached, tier, variant);
+                let response = answer(request.method(), request.headers(), attached, served);
+                return labelled(response, served, variant);
             }
             Joined::Coalesced(attached) => {
-                return answer(
-                    request.method(),
-                    request.headers(),
-                    attached,
-                    Served::Coalesced,
-                );
+                let served = Served::Coalesced;
+                let response = answer(request.method(), request.headers(), attached, served);
+                return labelled(response, served, variant);
             }
             Joined::Miss(miss) => miss,
         },
         Lookup::Miss(miss) => miss,
     };
-    let x_cache = if matches!(*request.method(), Method::GET | Method::HEAD) {
+    let looked_up = matches!(*request.method(), Method::GET | Method::HEAD);
+    let x_cache = if looked_up {
         Served::Miss
     } else {
         Served::Bypass
     };
+    // The upstream renders for the request's class, so the result is what its key promises.
+    if looked_up && let Some(accept) = variant.accept() {
+        request.headers_mut().insert(ACCEPT, accept);
+    }
     // A leader asks for the whole result, which its followers share; the client's own
     // conditions are answered from the flight.
     let asked = miss.leads().then(|| {
@@ -183,17 +195,17 @@ async fn forward(
     let timeout = shared.config.upstream_timeout;
     match verdict.reply(&parts.headers) {
         Reply::Direct(fill) => {
-            parts
-                .headers
-                .insert(X_CACHE, HeaderValue::from_static(x_cache.x_cache()));
             let body = ProxyBody::new(body, timeout, fill);
-            Response::from_parts(parts, body.boxed())
+            let response = Response::from_parts(parts, body.boxed());
+            let variant = if looked_up { variant } else { Variant::Fixed };
+            labelled(response, x_cache, variant)
         }
         Reply::Shared(pump) => {
             let attached = pump.attached();
             tokio::spawn(pump.run(BodyDataStream::new(ProxyBody::new(body, timeout, None))));
             let asked = asked.expect("only a leader's answer is shared");
-            answer(&asked.method, &asked.headers, attached, Served::Miss)
+            let response = answer(&asked.method, &asked.headers, attached, Served::Miss);
+            labelled(response, Served::Miss, variant)
         }
     }
 }
@@ -205,11 +217,12 @@ fn stored(
     client: SocketAddr,
     attached: &Attached,
     tier: Tier,
+    variant: Variant,
 ) -> Served {
     match freshness(&attached.meta, SystemTime::now()) {
         Freshness::Fresh => Served::Hit(tier),
         Freshness::Stale => {
-            refresh(request, state, client);
+            refresh(request, state, client, variant);
             Served::Stale(tier)
         }
     }
@@ -218,9 +231,9 @@ fn stored(
 /// Renders a stale result again in the background (unless that is under way already): the
 /// client was served the stale one, which keeps being served while this runs, and stays if
 /// the upstream fails.
-fn refresh(request: &Request<Incoming>, state: &State, client: SocketAddr) {
+fn refresh(request: &Request<Incoming>, state: &State, client: SocketAddr, variant: Variant) {
     let shared = &state.shared;
-    let Some(miss) = shared.cache.refresh(request.uri().path()) else {
+    let Some(miss) = shared.cache.refresh(request.uri().path(), variant) else {
         return;
     };
     let mut renew = Request::new(Empty::<Bytes>::new());
@@ -228,6 +241,9 @@ fn refresh(request: &Request<Incoming>, state: &State, client: SocketAddr) {
     *renew.headers_mut() = request.headers().clone();
     for name in [RANGE, IF_RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE] {
         renew.headers_mut().remove(name);
+    }
+    if let Some(accept) = variant.accept() {
+        renew.headers_mut().insert(ACCEPT, accept);
     }
     strip_hop_by_hop(renew.headers_mut());
     forwarded_for(
@@ -294,4 +310,32 @@ fn answer(
         served,
     );
     hit::respond(plan, Source::Stream(attached.body))
+}
+
+/// Says how the answer was served (`X-Cache`, with the `Accept` class when formats are
+/// negotiated, e.g. `HIT memory; variant=avif-webp`) and, as the upstream does then, that it
+/// varies with `Accept`.
+fn labelled(mut response: Response<Body>, served: Served, variant: Variant) -> Response<Body> {
+    let headers = response.headers_mut();
+    match variant.class() {
+        None => {
+            headers.insert(X_CACHE, HeaderValue::from_static(served.x_cache()));
+        }
+        Some(class) => {
+            let value = format!("{served}; variant={}", class.name());
+            headers.insert(
+                X_CACHE,
+                HeaderValue::from_str(&value).expect("names are plain ASCII"),
+            );
+            if !headers.get_all(VARY).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("accept"))
+                })
+            }) {
+                headers.append(VARY, HeaderValue::from_static("Accept"));
+            }
+        }
+    }
+    response
 }

@@ -106,10 +106,11 @@ async fn purge<B>(request: &Request<B>, state: &State) -> Response<Body> {
     let failed = [&purged.disk, &purged.bucket]
         .iter()
         .any(|r| matches!(r, Some(Err(_))));
-    tracing::info!(key = %purged.key, %path, "purged");
+    tracing::info!(keys = ?purged.keys, %path, "purged");
     let body = serde_json::json!({
         "path": path,
-        "key": purged.key,
+        "key": purged.keys[0],
+        "keys": purged.keys,
         "memory": purged.memory,
         "disk": tier(&purged.disk),
         "bucket": tier(&purged.bucket),

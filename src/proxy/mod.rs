@@ -51,6 +51,7 @@ pub async fn run(
     let (cache, uploader) = Cache::start(
         stores.into(),
         config.key_prefix.clone(),
+        config.negotiation.clone(),
         config.store,
         config.read.clone(),
         config.upload.clone(),
