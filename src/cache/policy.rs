@@ -137,10 +137,11 @@ pub fn decide(
         return no(N::CacheControl);
     }
     let keyed_by_accept = variant.class().is_some();
-    if header_tokens(response, &VARY).any(|name| {
-        !name.eq_ignore_ascii_case("accept-encoding")
-            && !(keyed_by_accept && name.eq_ignore_ascii_case("accept"))
-    }) {
+    let keyable = |name: &str| {
+        name.eq_ignore_ascii_case("accept-encoding")
+            || (keyed_by_accept && name.eq_ignore_ascii_case("accept"))
+    };
+    if !header_tokens(response, &VARY).all(keyable) {
         return no(N::Vary);
     }
     if response
