@@ -247,3 +247,60 @@ async fn every_accept_class_gets_its_own_result_and_repeats_cost_nothing() {
         worker.shutdown().await;
     }
 }
+
+/// A purge removes every class of the path from memory and the bucket: the next request of
+/// each class renders again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_every_variant() {
+    let sources = Sources::start(vec![("still.png", still_png())], vec![]).await;
+    let vars = [
+        ("IMGPROXY_AUTO_WEBP", "true"),
+        ("IMGPROXY_AUTO_AVIF", "true"),
+    ];
+    let worker = Worker::start(loopback_ok(&vars)).await;
+    let s3 = S3::start().await;
+    let token = "a-long-enough-admin-token";
+    let mut proxy_vars = vars.to_vec();
+    proxy_vars.push(("ADMIN_TOKEN", token));
+    let proxy = Proxy::start(config_for(&worker.url(""), &proxy_vars), s3.stores()).await;
+    let path = format!("/unsafe/rs:fit:20:20/plain/{}", sources.url("still.png"));
+    let browsers = [ACCEPTS[0].1, ACCEPTS[3].1, ACCEPTS[4].1];
+    for accept in browsers {
+        fetch(&proxy.url(&path), accept).await;
+    }
+    until_stored(&proxy, 3.0).await;
+    let plain = key(&path);
+    let variants = [
+        plain.clone(),
+        format!("{plain}-webp"),
+        format!("{plain}-avif-webp"),
+    ];
+    assert_eq!(
+        s3.keys().await.into_iter().collect::<BTreeSet<_>>(),
+        variants.iter().cloned().collect::<BTreeSet<_>>()
+    );
+
+    let bearer = format!("Bearer {token}");
+    let purged = request(
+        Method::DELETE,
+        &proxy.url(&format!("/_imgproxy-cache/cache{path}")),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(purged.status(), StatusCode::OK);
+    let report: serde_json::Value =
+        serde_json::from_slice(&purged.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(report["key"], plain);
+    assert_eq!(report["memory"], true);
+    assert_eq!(report["bucket"], true);
+    assert!(s3.keys().await.is_empty(), "{report}");
+    for accept in browsers {
+        let (_, headers, _) = fetch(&proxy.url(&path), accept).await;
+        assert!(
+            header(&headers, "x-cache").starts_with("MISS; variant="),
+            "{accept:?}"
+        );
+    }
+    proxy.shutdown().await;
+    worker.shutdown().await;
+}

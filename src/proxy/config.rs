@@ -939,4 +939,43 @@ mod tests {
         .unwrap();
         assert!(!format!("{c:?}").contains("very-secret-id"));
     }
+
+    /// The proxy reads imgproxy's own flags; `UPSTREAM_NEGOTIATION` wins over them; a bad
+    /// value names the variable and the word.
+    #[test]
+    fn negotiation_comes_from_imgproxys_flags_or_the_explicit_setting() {
+        let c = config(&[]).unwrap();
+        assert!(!c.negotiation.is_on());
+        let c = config(&[
+            ("IMGPROXY_AUTO_WEBP", "true"),
+            ("IMGPROXY_ENFORCE_AVIF", "1"),
+            ("IMGPROXY_ARGUMENTS_SEPARATOR", "|"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.negotiation.webp, c.negotiation.avif),
+            (Mode::Auto, Mode::Enforce)
+        );
+        assert_eq!(c.negotiation.url.separator, "|");
+        let c = config(&[
+            ("IMGPROXY_AUTO_WEBP", "true"),
+            ("UPSTREAM_NEGOTIATION", "Enforce_WebP, auto_avif"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.negotiation.webp, c.negotiation.avif),
+            (Mode::Enforce, Mode::Auto)
+        );
+        let c = config(&[
+            ("IMGPROXY_AUTO_WEBP", "true"),
+            ("UPSTREAM_NEGOTIATION", "none"),
+        ])
+        .unwrap();
+        assert!(!c.negotiation.is_on());
+        let err = config(&[("UPSTREAM_NEGOTIATION", "auto_jxl")]).unwrap_err();
+        assert!(err.to_string().contains("UPSTREAM_NEGOTIATION"), "{err}");
+        assert!(err.to_string().contains("auto_jxl"), "{err}");
+        let err = config(&[("IMGPROXY_AUTO_AVIF", "yes")]).unwrap_err();
+        assert!(err.to_string().contains("IMGPROXY_AUTO_AVIF"), "{err}");
+    }
 }
