@@ -4,6 +4,8 @@
 //! `Accept` allows and the very bytes the worker gives that `Accept` directly; a repeat costs
 //! no render; and there are as many renders as there are `Accept` classes.
 
+#![cfg(feature = "worker")]
+
 mod common;
 
 use std::collections::BTreeSet;
