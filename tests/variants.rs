@@ -306,3 +306,60 @@ async fn purge_removes_every_variant() {
     proxy.shutdown().await;
     worker.shutdown().await;
 }
+
+/// A remote imgproxy told of by `UPSTREAM_NEGOTIATION` is asked with each class's own
+/// `Accept`, whatever the browser sent; and one that answers WebP to a class without it
+/// (an upstream that negotiates more than the proxy knows) has that answer served, not stored.
+#[tokio::test]
+async fn a_remote_upstream_is_asked_with_the_class_and_never_trusted_beyond_it() {
+    const WEBP: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: image/webp\r\nvary: Accept\r\n\
+        cache-control: max-age=31536000\r\ncontent-length: 4\r\nconnection: close\r\n\r\nRIFF";
+    let (upstream, heads) = common::recording_upstream(WEBP).await;
+    let s3 = S3::start().await;
+    let proxy = Proxy::start(
+        config_for(
+            &upstream,
+            &[("UPSTREAM_NEGOTIATION", "auto_webp,auto_avif")],
+        ),
+        s3.stores(),
+    )
+    .await;
+    let path = "/unsafe/rs:fit:20:20/plain/http://images.example/a.jpg";
+    for (_, accept) in ACCEPTS {
+        let (status, headers, body) = fetch(&proxy.url(path), accept).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"RIFF");
+        assert!(header(&headers, "x-cache").contains("; variant="));
+        assert!(header(&headers, "vary").contains("Accept"));
+    }
+    let sent: BTreeSet<String> = heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|head| {
+            head.lines()
+                .find_map(|l| l.strip_prefix("accept: ").map(str::to_owned))
+        })
+        .collect();
+    let wanted: BTreeSet<String> = ["image/avif,image/webp,*/*", "image/webp,*/*", "*/*"]
+        .map(String::from)
+        .into();
+    assert_eq!(sent, wanted, "the Accept headers the upstream saw");
+    let metrics = proxy.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_not_cacheable_total{reason="variant_format"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+    until_stored(&proxy, 2.0).await;
+    let stored: BTreeSet<String> = s3.keys().await.into_iter().collect();
+    let plain = key(path);
+    assert_eq!(
+        stored,
+        [format!("{plain}-webp"), format!("{plain}-avif-webp")].into(),
+        "a WebP under the plain key, or a class missing"
+    );
+    proxy.shutdown().await;
+}

@@ -657,14 +657,25 @@ pub fn metric(text: &str, series: &str) -> f64 {
 /// Answers every request with `response`, byte for byte, then closes the connection: for
 /// framings hyper never produces itself. Returns its URL.
 pub async fn raw_upstream(response: &'static [u8]) -> String {
+    recording_upstream(response).await.0
+}
+
+/// [`raw_upstream`], and the request heads it received, in order.
+#[allow(dead_code)]
+pub async fn recording_upstream(
+    response: &'static [u8],
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let received = heads.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
             };
+            let received = received.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -674,11 +685,15 @@ pub async fn raw_upstream(response: &'static [u8]) -> String {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
+                received
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
                 let _ = stream.write_all(response).await;
             });
         }
     });
-    url
+    (url, heads)
 }
 
 // ===== the proxy as a process of its own =====
