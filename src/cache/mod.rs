@@ -378,12 +378,6 @@ impl Cache {
         self.negotiation.variant(path, accept)
     }
 
-    /// Whether results vary with the request's `Accept` (some format is negotiated): every
-    /// answer then says `Vary: Accept`, as the upstream's do.
-    pub fn negotiates(&self) -> bool {
-        self.negotiation.is_on()
-    }
-
     fn key(&self, path: &str, variant: &Variant) -> String {
         variant.key(&cache_key(&self.key_prefix, path))
     }
