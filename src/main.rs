@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use imgproxy_cache::cache::config::StorageConfig;
 use imgproxy_cache::cache::open_store;
+use imgproxy_cache::cache::variant::Negotiation;
 use imgproxy_cache::proxy::config::{Config, SETTINGS};
 use imgproxy_cache::proxy::{self, upstream::Upstream};
 use imgproxy_cache::settings::FromVars;
@@ -35,7 +36,9 @@ enum Command {
     /// variables; see the list below.
     #[cfg(feature = "worker")]
     Worker,
-    /// Print the signed imgproxy URL of an image and its cached (bucket) URL.
+    /// Print the signed imgproxy URL of an image and its cached (bucket) URL, and, when the
+    /// upstream negotiates formats (UPSTREAM_NEGOTIATION or IMGPROXY_AUTO_*/ENFORCE_*, as the
+    /// proxy reads them), the cached URL of each variant a browser may load instead.
     Url(Box<UrlArgs>),
 }
 
@@ -52,7 +55,7 @@ struct UrlArgs {
     /// Encode the source as base64url instead of `plain/`.
     #[arg(long)]
     base64: bool,
-    /// Print one JSON object: path, proxy_url, cached_url, key.
+    /// Print one JSON object: path, proxy_url, cached_url, key, variants.
     #[arg(long)]
     json: bool,
     /// Hex key; a comma list signs with its first entry. Unset: `insecure`.
@@ -115,7 +118,15 @@ fn print_url(args: Box<UrlArgs>) -> ExitCode {
         ext: args.ext,
         base64: args.base64,
     };
+    let negotiation = match Negotiation::from_env() {
+        Ok(negotiation) => negotiation,
+        Err(e) => {
+            eprintln!("imgproxy-cache url: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let settings = url_builder::UrlSettings {
+        negotiation,
         key: args.key,
         salt: args.salt,
         signature_size: args.signature_size,
@@ -143,6 +154,10 @@ fn print_url(args: Box<UrlArgs>) -> ExitCode {
             None => println!("cached_url: (set CACHE_BASE_URL)"),
         }
         println!("key:        {}", built.key);
+        for variant in &built.variants {
+            let url = variant.cached_url.as_deref().unwrap_or(&variant.key);
+            println!("variant:    {} {url}", variant.mime);
+        }
     }
     ExitCode::SUCCESS
 }

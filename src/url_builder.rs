@@ -1,12 +1,15 @@
-//! Builds the two URLs a page needs for one image: the signed imgproxy URL (through the proxy)
-//! and the cached URL (straight from the bucket), as `imgproxy-cache url` prints them.
+//! Builds the URLs a page needs for one image: the signed imgproxy URL (through the proxy),
+//! the cached URL (straight from the bucket) and, when the upstream negotiates formats, the
+//! cached URL of each variant a browser may load instead, as `imgproxy-cache url` prints them.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderValue;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::Serialize;
 
 use crate::cache::cache_key;
+use crate::cache::variant::Negotiation;
 use crate::signature::{SignatureConfigError, SignatureVerifier};
 
 /// The signature segment imgproxy accepts when signing is off.
@@ -53,7 +56,18 @@ pub struct UrlSettings {
     pub prefix: String,
     pub proxy_base_url: String,
     pub cache_base_url: Option<String>,
+    /// Which formats the upstream picks from `Accept`, as the proxy reads it.
+    pub negotiation: Negotiation,
 }
+
+/// The `<source type>` a page offers for each negotiated format, best first, and the `Accept`
+/// of the browsers that pick it. Every browser that decodes AVIF names WebP too (Chrome,
+/// Firefox, Safari 16.4+), so the AVIF source loads the key of that class; browsers that
+/// decode WebP only (Safari 14–16.3) send the second.
+const SOURCES: [(&str, &str); 2] = [
+    ("image/avif", "image/avif,image/webp,*/*"),
+    ("image/webp", "image/webp,*/*"),
+];
 
 /// The answer, printed as text or JSON (field names are a stable interface).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,6 +77,20 @@ pub struct BuiltUrl {
     pub proxy_url: String,
     pub cached_url: Option<String>,
     pub key: String,
+    /// The variants a browser loads in place of `cached_url` (best first; empty when the
+    /// result's format does not depend on `Accept`).
+    pub variants: Vec<BuiltVariant>,
+}
+
+/// One `<source>` of a `<picture>`: browsers that decode `type` load this key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuiltVariant {
+    #[serde(rename = "type")]
+    pub mime: &'static str,
+    /// The `Accept` class the proxy stores it for, as `X-Cache` names it.
+    pub class: &'static str,
+    pub key: String,
+    pub cached_url: Option<String>,
 }
 
 /// # Errors
@@ -79,14 +107,36 @@ pub fn build(
         .map_or_else(|| UNSIGNED.to_owned(), |signer| signer.sign(&unsigned));
     let path = format!("/{signature}{unsigned}");
     let key = cache_key(&settings.prefix, &path);
-    Ok(BuiltUrl {
-        proxy_url: format!("{}{path}", settings.proxy_base_url.trim_end_matches('/')),
-        cached_url: settings
+    let cached_url = |key: &str| {
+        settings
             .cache_base_url
             .as_deref()
-            .map(|base| format!("{}/{key}", base.trim_end_matches('/'))),
+            .map(|base| format!("{}/{key}", base.trim_end_matches('/')))
+    };
+    // Widest first, so that when two sources would load one key the wider type keeps it.
+    let mut variants: Vec<BuiltVariant> = Vec::new();
+    for (mime, accept) in SOURCES.into_iter().rev() {
+        let variant = settings
+            .negotiation
+            .variant(&path, Some(&HeaderValue::from_static(accept)));
+        let variant_key = variant.key(&key);
+        if variant_key == key || variants.iter().any(|v| v.key == variant_key) {
+            continue;
+        }
+        variants.push(BuiltVariant {
+            mime,
+            class: variant.class().map_or("none", |c| c.name()),
+            cached_url: cached_url(&variant_key),
+            key: variant_key,
+        });
+    }
+    variants.reverse();
+    Ok(BuiltUrl {
+        proxy_url: format!("{}{path}", settings.proxy_base_url.trim_end_matches('/')),
+        cached_url: cached_url(&key),
         path,
         key,
+        variants,
     })
 }
 
@@ -128,6 +178,7 @@ mod tests {
             prefix: String::new(),
             proxy_base_url: "https://img.example/".into(),
             cache_base_url: Some("https://bucket.example/results".into()),
+            negotiation: Negotiation::default(),
         }
     }
 
@@ -217,6 +268,62 @@ mod tests {
         assert_eq!(
             build(&request, &rotated).unwrap(),
             build(&request, &settings()).unwrap()
+        );
+    }
+
+    /// The variants a page offers, for each kind of negotiation: the wider type keeps a key
+    /// two sources share, and a format fixed in the URL closes the `AUTO_` ones.
+    #[test]
+    fn variants_follow_the_negotiation() {
+        use crate::cache::variant::Mode::{Auto, Enforce, Off};
+        let offered = |webp, avif, ext: Option<&str>| {
+            let request = UrlRequest {
+                source: "https://example.com/a.jpg".into(),
+                ext: ext.map(str::to_owned),
+                ..UrlRequest::default()
+            };
+            let settings = UrlSettings {
+                negotiation: Negotiation {
+                    webp,
+                    avif,
+                    ..Negotiation::default()
+                },
+                ..settings()
+            };
+            let built = build(&request, &settings).unwrap();
+            for v in &built.variants {
+                assert!(v.key.starts_with(&built.key), "{v:?}");
+                assert_eq!(
+                    v.cached_url.as_deref(),
+                    Some(format!("https://bucket.example/results/{}", v.key).as_str())
+                );
+            }
+            built
+                .variants
+                .iter()
+                .map(|v| (v.mime, v.class, v.key[built.key.len()..].to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(offered(Off, Off, None), []);
+        assert_eq!(
+            offered(Auto, Auto, None),
+            [
+                ("image/avif", "avif-webp", "-avif-webp".to_owned()),
+                ("image/webp", "webp", "-webp".to_owned()),
+            ]
+        );
+        assert_eq!(offered(Auto, Auto, Some("jpg")), []);
+        assert_eq!(
+            offered(Auto, Off, None),
+            [("image/webp", "webp", "-webp".to_owned())]
+        );
+        assert_eq!(
+            offered(Off, Auto, None),
+            [("image/avif", "avif", "-avif".to_owned())]
+        );
+        assert_eq!(
+            offered(Enforce, Auto, Some("png")),
+            [("image/webp", "webp", "-webp".to_owned())]
         );
     }
 }

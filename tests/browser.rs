@@ -1,7 +1,7 @@
 //! The point of cache-on-write, in a real browser: headless Chromium loads the example page
 //! (examples/web) whose images are not in the bucket yet, falls back to the proxy once, and on
 //! the next visit loads every image straight from a real SeaweedFS bucket with anonymous read,
-//! with no request reaching the proxy.
+//! with no request reaching the proxy; with format negotiation on, in the variant it decodes.
 
 mod common;
 
@@ -77,7 +77,8 @@ fn proxied(metrics: &str) -> f64 {
 
 const SETTLED: &str = "return document.body.dataset.ready === 'true' && [...document.images].every(\
      i => i.complete && (i.naturalWidth > 0 || i.dataset.source === 'broken'))";
-const STATES: &str = "return [...document.images].map(i => [i.dataset.source, i.naturalWidth])";
+const STATES: &str =
+    "return [...document.images].map(i => [i.dataset.source, i.naturalWidth, i.currentSrc])";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn images_fall_back_once_then_come_from_the_bucket() {
@@ -91,7 +92,7 @@ async fn images_fall_back_once_then_come_from_the_bucket() {
     let images: Vec<_> = paths
         .iter()
         .chain([&missing])
-        .map(|p| serde_json::json!({"cached": weed.public_url(&key(p)), "proxy": proxy.url(p), "alt": p}))
+        .map(|p| serde_json::json!({"cached_url": weed.public_url(&key(p)), "proxy_url": proxy.url(p), "alt": p}))
         .collect();
     let page = serve_page(serde_json::to_string(&images).unwrap()).await;
     let driver = Driver::start().await;
@@ -152,4 +153,160 @@ async fn images_fall_back_once_then_come_from_the_bucket() {
         "4 renders + 1 missing per visit, and no retries"
     );
     proxy.shutdown().await;
+}
+
+/// Format variants, bucket first. The page offers each image as a `<picture>` with the AVIF
+/// and WebP variants `imgproxy-cache url` names; Chromium decodes both, so it loads the AVIF
+/// source. The first visit finds none of them and falls back once to the proxy, which renders
+/// for Chromium's own `Accept` and stores that very variant, even for an image whose baseline
+/// and WebP variant are already in the bucket; the second visit, with a fresh profile, loads
+/// every image from the bucket (AVIF for the still ones, WebP for the animated one, which AVIF
+/// is never chosen for) with no request reaching the proxy but the missing image's one.
+#[cfg(feature = "worker")]
+#[tokio::test(flavor = "multi_thread")]
+async fn each_image_comes_from_the_bucket_in_the_variant_the_browser_decodes() {
+    use common::worker::{Sources, Worker, animated_gif, loopback_ok, still_png};
+    use imgproxy_cache::cache::variant::Negotiation;
+    use imgproxy_cache::settings::FromVars;
+    use imgproxy_cache::url_builder::{BuiltUrl, UrlRequest, UrlSettings, build};
+
+    let weed = Seaweed::start().await;
+    let sources = Sources::start(
+        vec![("still.png", still_png()), ("moving.gif", animated_gif())],
+        vec![],
+    )
+    .await;
+    let vars = [
+        ("IMGPROXY_AUTO_WEBP", "true"),
+        ("IMGPROXY_AUTO_AVIF", "true"),
+    ];
+    // Animations kept (at imgproxy's default of 1 frame a GIF is a still image).
+    let mut worker_vars = vec![("IMGPROXY_MAX_ANIMATION_FRAMES", "10")];
+    worker_vars.extend_from_slice(&vars);
+    let worker = Worker::start(loopback_ok(&worker_vars)).await;
+    let store = Arc::new(S3Store::new(weed.client(), seaweed::BUCKET, &weed.endpoint));
+    let proxy = Proxy::start(config_for(&worker.url(""), &vars), store).await;
+    let settings = UrlSettings {
+        signature_size: 32,
+        proxy_base_url: proxy.url(""),
+        cache_base_url: Some(weed.public_url("")),
+        negotiation: Negotiation::from_vars(vars.map(|(k, v)| (k.into(), v.into()))).unwrap(),
+        ..UrlSettings::default()
+    };
+    let url = |source: &str, options: &str| -> BuiltUrl {
+        let request = UrlRequest {
+            source: sources.url(source),
+            options: options.into(),
+            ..UrlRequest::default()
+        };
+        build(&request, &settings).unwrap()
+    };
+    // (image, its width, the format stored for Chromium)
+    let images = [
+        (url("still.png", "rs:fit:40:40"), 40, "image/avif"),
+        (url("moving.gif", "rs:fit:40:40"), 24, "image/webp"),
+        (url("still.png", "rs:fit:30:30"), 30, "image/avif"),
+    ];
+    let missing = url("missing.png", "rs:fit:40:40");
+    for (image, ..) in &images {
+        let types: Vec<_> = image.variants.iter().map(|v| (v.mime, v.class)).collect();
+        assert_eq!(
+            types,
+            [("image/avif", "avif-webp"), ("image/webp", "webp")],
+            "{image:?}"
+        );
+    }
+
+    // The third image's baseline and WebP variant are in the bucket; its AVIF one is not.
+    let client = weed.client();
+    let stored = |key: String| {
+        let client = client.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match client
+                    .head_object()
+                    .bucket(seaweed::BUCKET)
+                    .key(&key)
+                    .send()
+                    .await
+                {
+                    Ok(head) => return head.content_type().unwrap_or_default().to_owned(),
+                    Err(_) => assert!(Instant::now() < deadline, "{key} was never stored"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let partial = &images[2].0;
+    for accept in ["*/*", "image/webp,*/*"] {
+        let response = request(http::Method::GET, &partial.proxy_url, &[("accept", accept)]).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(stored(partial.key.clone()).await, "image/png");
+    assert_eq!(stored(partial.variants[1].key.clone()).await, "image/webp");
+
+    let mut entries: Vec<_> = images
+        .iter()
+        .map(|(image, ..)| (image, "an image"))
+        .collect();
+    entries.push((&missing, "missing"));
+    let entries: Vec<_> = entries
+        .into_iter()
+        .map(|(image, alt)| {
+            let mut entry = serde_json::to_value(image).unwrap();
+            entry["alt"] = alt.into();
+            entry
+        })
+        .collect();
+    let page = serve_page(serde_json::to_string(&entries).unwrap()).await;
+    let driver = Driver::start().await;
+
+    // First visit: no AVIF variant is stored; each image falls back once to the proxy.
+    let first = driver.session().await;
+    first.goto(&page).await;
+    first.wait_for(SETTLED, Duration::from_secs(60)).await;
+    let states = first.eval(STATES).await;
+    first.close().await;
+    for (i, (image, width, _)) in images.iter().enumerate() {
+        assert_eq!(states[i][0], "proxy", "{image:?}: {states}");
+        assert_eq!(states[i][1], *width, "{states}");
+        assert_eq!(states[i][2], image.proxy_url.as_str(), "{states}");
+    }
+    assert_eq!(states[images.len()][0], "broken", "{states}");
+
+    // What the proxy stored for Chromium is the variant its AVIF source names.
+    for (image, _, format) in &images {
+        assert_eq!(
+            stored(image.variants[0].key.clone()).await,
+            *format,
+            "{image:?}"
+        );
+    }
+    let before = proxied(&proxy.metrics().await);
+
+    // Second visit, fresh profile: every image from the bucket, through its AVIF source.
+    let second = driver.session().await;
+    second.goto(&page).await;
+    second.wait_for(SETTLED, Duration::from_secs(60)).await;
+    let states = second.eval(STATES).await;
+    second.close().await;
+    for (i, (image, width, _)) in images.iter().enumerate() {
+        assert_eq!(states[i][0], "cache", "{image:?}: {states}");
+        assert_eq!(states[i][1], *width, "{states}");
+        let avif_source = image.variants[0].cached_url.as_deref().unwrap();
+        assert_eq!(states[i][2], avif_source, "{states}");
+    }
+    assert_eq!(states[images.len()][0], "broken", "{states}");
+    let after = proxied(&proxy.metrics().await);
+    assert_eq!(
+        after - before,
+        1.0,
+        "only the missing image's one fallback reached the proxy"
+    );
+    // Renders: two to store the third image's baseline and WebP variant, three on the first
+    // visit, and the missing source asked once per visit.
+    assert_eq!(sources.requests(), 2 + 3 + 2, "no render twice, no retry");
+    proxy.shutdown().await;
+    worker.shutdown().await;
 }

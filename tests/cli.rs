@@ -93,6 +93,62 @@ fn url_prints_signed_and_cached_urls_as_json() {
     );
 }
 
+/// With the proxy's negotiation settings, `url --json` names the variant keys a page offers as
+/// `<picture>` sources; a format fixed in the URL under `AUTO_` only leaves none, and a bad
+/// setting is refused naming it.
+#[test]
+fn url_prints_the_variants_the_negotiation_stores() {
+    let run = |ext: Option<&str>, negotiation: (&str, &str)| {
+        let mut command = imgproxy_cache();
+        command.args(["url", "--json"]);
+        if let Some(ext) = ext {
+            command.args(["--ext", ext]);
+        }
+        command
+            .arg("https://example.com/a.jpg")
+            .env("IMGPROXY_AUTO_WEBP", "true")
+            .env("IMGPROXY_AUTO_AVIF", "true")
+            .env(negotiation.0, negotiation.1)
+            .env("CACHE_BASE_URL", "https://cdn.example")
+            .output()
+            .unwrap()
+    };
+    let out = run(None, ("S3_FOLDER", "thumbs/"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = v["key"].as_str().unwrap();
+    assert!(key.starts_with("thumbs/"), "{v}");
+    assert_eq!(
+        v["variants"],
+        serde_json::json!([
+            {"type": "image/avif", "class": "avif-webp", "key": format!("{key}-avif-webp"),
+             "cached_url": format!("https://cdn.example/{key}-avif-webp")},
+            {"type": "image/webp", "class": "webp", "key": format!("{key}-webp"),
+             "cached_url": format!("https://cdn.example/{key}-webp")},
+        ])
+    );
+
+    let fixed = run(Some("jpg"), ("S3_FOLDER", ""));
+    let v: serde_json::Value = serde_json::from_slice(&fixed.stdout).unwrap();
+    assert_eq!(v["variants"], serde_json::json!([]), "{v}");
+    let enforced = run(Some("jpg"), ("UPSTREAM_NEGOTIATION", "enforce_webp"));
+    let v: serde_json::Value = serde_json::from_slice(&enforced.stdout).unwrap();
+    assert_eq!(v["variants"][0]["class"], "webp", "{v}");
+    assert_eq!(v["variants"].as_array().unwrap().len(), 1, "{v}");
+
+    let bad = run(None, ("UPSTREAM_NEGOTIATION", "auto_jxl"));
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("UPSTREAM_NEGOTIATION") && stderr.contains("auto_jxl"),
+        "{stderr}"
+    );
+}
+
 /// A bad key is refused with a message naming the variable.
 #[test]
 fn url_refuses_a_bad_key() {

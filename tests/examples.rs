@@ -81,7 +81,7 @@ fn every_snippet_matches_the_reference() {
             signature_size: size.parse().unwrap(),
             prefix: prefix.into(),
             proxy_base_url: String::new(),
-            cache_base_url: None,
+            ..UrlSettings::default()
         };
         // Our own signer, through the `url` builder's path: sign the path as given.
         let verifier = imgproxy_cache::signature::SignatureVerifier::from_env(

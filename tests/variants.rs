@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 
-use common::worker::{Sources, Worker, loopback_ok};
+use common::worker::{Sources, Worker, animated_gif, loopback_ok, still_png};
 use common::{Proxy, S3, config_for, key, metric, request};
 
 /// Real `Accept` headers for images, and two corner cases.
@@ -59,32 +59,13 @@ const SETTINGS: [&[&str]; 6] = [
     &["IMGPROXY_ENFORCE_WEBP", "IMGPROXY_ENFORCE_AVIF"],
 ];
 
-fn still_png() -> Bytes {
-    let image = image::RgbImage::from_fn(48, 32, |x, y| {
-        image::Rgb([(x * 5) as u8, (y * 7) as u8, 90])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    image.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner().into()
-}
-
-fn animated_gif() -> Bytes {
-    let mut out = Vec::new();
-    {
-        let mut encoder = image::codecs::gif::GifEncoder::new(&mut out);
-        for colour in [[255, 0, 0], [0, 0, 255]] {
-            let frame = image::RgbaImage::from_pixel(
-                24,
-                16,
-                image::Rgba([colour[0], colour[1], colour[2], 255]),
-            );
-            let delay = image::Delay::from_numer_denom_ms(100, 1);
-            encoder
-                .encode_frame(image::Frame::from_parts(frame, 0, 0, delay))
-                .unwrap();
-        }
-    }
-    out.into()
+/// `vars` with animations kept (`IMGPROXY_MAX_ANIMATION_FRAMES` above 1; at imgproxy's default
+/// of 1 a GIF is processed as a still image), for the worker only: the proxy needs no such
+/// setting.
+fn animated<'a>(vars: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![("IMGPROXY_MAX_ANIMATION_FRAMES", "10")];
+    all.extend_from_slice(vars);
+    all
 }
 
 /// The class the facts give: which negotiated formats `accept` names that the URL
@@ -153,7 +134,7 @@ async fn every_accept_class_gets_its_own_result_and_repeats_cost_nothing() {
     .await;
     for settings in SETTINGS {
         let vars: Vec<(&str, &str)> = settings.iter().map(|&name| (name, "true")).collect();
-        let worker = Worker::start(loopback_ok(&vars)).await;
+        let worker = Worker::start(loopback_ok(&animated(&vars))).await;
         let s3 = S3::start().await;
         let proxy = Proxy::start(config_for(&worker.url(""), &vars), s3.stores()).await;
 
@@ -180,6 +161,9 @@ async fn every_accept_class_gets_its_own_result_and_repeats_cost_nothing() {
                 let content_type = header(&headers, "content-type").to_owned();
                 assert_eq!(content_type, header(&direct.1, "content-type"), "{case}");
                 assert!(body == direct.2, "{case}: not the worker's bytes");
+                if path.contains("moving.gif") {
+                    assert_ne!(content_type, "image/avif", "{case}: AVIF for an animation");
+                }
                 for format in ["webp", "avif"] {
                     if content_type == format!("image/{format}") {
                         assert!(

@@ -2,6 +2,16 @@
 //
 // Usage: IMGPROXY_KEY=hex IMGPROXY_SALT=hex [IMGPROXY_SIGNATURE_SIZE=32] [S3_FOLDER=prefix] node sign.js PATH
 // Prints two lines: the signed path (/signature/options/source) and its object key.
+//
+// With format negotiation (IMGPROXY_ENFORCE_*, or IMGPROXY_AUTO_* and no format in the URL),
+// the proxy stores what browsers that decode AVIF get under KEY-avif-webp and what WebP-only ones get
+// under KEY-webp (with only one format negotiated, just that one: KEY-webp or KEY-avif). A page
+// offers them first, falling back to the proxy once (README, "Serving from the bucket"):
+//   <picture>
+//     <source type="image/avif" srcset="BUCKET_URL/KEY-avif-webp">
+//     <source type="image/webp" srcset="BUCKET_URL/KEY-webp">
+//     <img src="BUCKET_URL/KEY" data-proxy="PROXY_URL/SIGNED_PATH" onerror="...">
+//   </picture>
 import { createHash, createHmac } from "node:crypto";
 
 export function signPath(path: string, keyHex: string, saltHex: string, size = 32): string {

@@ -356,13 +356,6 @@ struct Env {
     imgproxy_bind: Option<String>,
     upstream_url: Option<String>,
     upstream_timeout_secs: Option<u64>,
-    upstream_negotiation: Option<String>,
-    imgproxy_auto_webp: Option<String>,
-    imgproxy_auto_avif: Option<String>,
-    imgproxy_enforce_webp: Option<String>,
-    imgproxy_enforce_avif: Option<String>,
-    imgproxy_arguments_separator: Option<String>,
-    imgproxy_base64_url_includes_filename: Option<String>,
     health_check_timeout_in_sec: Option<u64>,
     max_connections: Option<usize>,
     client_header_timeout_secs: Option<u64>,
@@ -453,13 +446,14 @@ pub struct ClientTimeouts {
 
 impl FromVars for Config {
     fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, SettingsError> {
-        read::<Env>(vars, &[])?.validate()
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let negotiation = Negotiation::from_vars(vars.iter().cloned())?;
+        read::<Env>(vars, &[])?.validate(negotiation)
     }
 }
 
 impl Env {
-    fn validate(self) -> Result<Config, SettingsError> {
-        let negotiation = self.negotiation()?;
+    fn validate(self, negotiation: Negotiation) -> Result<Config, SettingsError> {
         let bind = expand_bind(
             "IMGPROXY_BIND",
             self.imgproxy_bind.as_deref().unwrap_or(DEFAULT_BIND),
@@ -720,13 +714,27 @@ impl Env {
     }
 }
 
-impl Env {
+/// The variables that say which formats the upstream negotiates: read by the proxy and by
+/// `imgproxy-cache url`, which prints the keys a page may load.
+#[derive(Deserialize)]
+struct NegotiationEnv {
+    upstream_negotiation: Option<String>,
+    imgproxy_auto_webp: Option<String>,
+    imgproxy_auto_avif: Option<String>,
+    imgproxy_enforce_webp: Option<String>,
+    imgproxy_enforce_avif: Option<String>,
+    imgproxy_arguments_separator: Option<String>,
+    imgproxy_base64_url_includes_filename: Option<String>,
+}
+
+impl FromVars for Negotiation {
     /// `UPSTREAM_NEGOTIATION` when set, else imgproxy's own flags, and the parts of its URL
     /// syntax that say where a format is written.
-    fn negotiation(&self) -> Result<Negotiation, SettingsError> {
+    fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, SettingsError> {
         const VAR: &str = "UPSTREAM_NEGOTIATION";
+        let env = read::<NegotiationEnv>(vars, &[])?;
         let flag = |var, raw: &Option<String>| boolean(var, raw.as_deref(), false);
-        let (webp, avif) = match &self.upstream_negotiation {
+        let (webp, avif) = match &env.upstream_negotiation {
             Some(raw) => {
                 let mut flags = [false; 4];
                 for item in list(raw) {
@@ -756,12 +764,12 @@ impl Env {
             }
             None => (
                 Mode::from_flags(
-                    flag("IMGPROXY_AUTO_WEBP", &self.imgproxy_auto_webp)?,
-                    flag("IMGPROXY_ENFORCE_WEBP", &self.imgproxy_enforce_webp)?,
+                    flag("IMGPROXY_AUTO_WEBP", &env.imgproxy_auto_webp)?,
+                    flag("IMGPROXY_ENFORCE_WEBP", &env.imgproxy_enforce_webp)?,
                 ),
                 Mode::from_flags(
-                    flag("IMGPROXY_AUTO_AVIF", &self.imgproxy_auto_avif)?,
-                    flag("IMGPROXY_ENFORCE_AVIF", &self.imgproxy_enforce_avif)?,
+                    flag("IMGPROXY_AUTO_AVIF", &env.imgproxy_auto_avif)?,
+                    flag("IMGPROXY_ENFORCE_AVIF", &env.imgproxy_enforce_avif)?,
                 ),
             ),
         };
@@ -770,14 +778,14 @@ impl Env {
             webp,
             avif,
             url: UrlShape {
-                separator: self
+                separator: env
                     .imgproxy_arguments_separator
                     .clone()
                     .filter(|s| !s.is_empty())
                     .unwrap_or(defaults.separator),
                 base64_includes_filename: flag(
                     "IMGPROXY_BASE64_URL_INCLUDES_FILENAME",
-                    &self.imgproxy_base64_url_includes_filename,
+                    &env.imgproxy_base64_url_includes_filename,
                 )?,
             },
         })

@@ -1,10 +1,14 @@
 //! SeaweedFS in its one-process `mini` mode, for the tests that need what s3s-fs lacks: anonymous public reads
 //! for the browser. Started bound to loopback only (`-ip`, `-ip.bind`) with telemetry off. `mini`
-//! opens fixed ports besides the S3 one, so a test binary starts one instance and shares it.
+//! opens fixed ports besides the S3 one, so the tests of one binary take turns: each holds
+//! the instance it started, and the next one starts when it is gone.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub const BUCKET: &str = "public";
 pub const ACCESS_KEY: &str = "weed-access-key";
@@ -14,7 +18,12 @@ pub struct Seaweed {
     child: Child,
     pub endpoint: String,
     _dir: tempfile::TempDir,
+    /// This binary's turn, released once the child is gone.
+    _turn: OwnedMutexGuard<()>,
 }
+
+/// Whose turn it is to run SeaweedFS in this test binary.
+static TURN: LazyLock<Arc<Mutex<()>>> = LazyLock::new(Arc::default);
 
 fn weed_bin() -> PathBuf {
     let bin = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/weed"));
@@ -30,6 +39,7 @@ impl Seaweed {
     /// Starts SeaweedFS (`mini`, loopback only, telemetry off) with bucket [`BUCKET`] readable by anyone, and waits until its S3 API
     /// answers.
     pub async fn start() -> Seaweed {
+        let turn = TURN.clone().lock_owned().await;
         let dir = tempfile::tempdir().unwrap();
         let config = serde_json::json!({
             "identities": [
@@ -65,6 +75,7 @@ impl Seaweed {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
             _dir: dir,
+            _turn: turn,
         };
         let client = weed.client();
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -220,3 +220,33 @@ fn held_body(len: usize, gate: Arc<Notify>, almost_sent: Arc<Notify>) -> Respons
         .body(body.boxed())
         .unwrap()
 }
+
+/// A 48×32 PNG gradient.
+pub fn still_png() -> Bytes {
+    let image = image::RgbImage::from_fn(48, 32, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 7) as u8, 90])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner().into()
+}
+
+/// A 24×16 GIF of two frames: what AVIF is never chosen for.
+pub fn animated_gif() -> Bytes {
+    let mut out = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut out);
+        for colour in [[255, 0, 0], [0, 0, 255]] {
+            let frame = image::RgbaImage::from_pixel(
+                24,
+                16,
+                image::Rgba([colour[0], colour[1], colour[2], 255]),
+            );
+            let delay = image::Delay::from_numer_denom_ms(100, 1);
+            encoder
+                .encode_frame(image::Frame::from_parts(frame, 0, 0, delay))
+                .unwrap();
+        }
+    }
+    out.into()
+}
