@@ -70,6 +70,9 @@ pub fn render_body() -> Bytes {
     (0..RENDER_BYTES).map(|i| (i % 251) as u8).collect()
 }
 
+/// The suffix of a body kind whose answers say `no-store`: a true miss with nothing to upload.
+pub const NO_STORE: &str = "-nostore";
+
 /// The benchmark's upstream, standing in for imgproxy.
 #[derive(Clone)]
 pub struct Upstream {
@@ -86,7 +89,8 @@ impl Upstream {
 
 /// The same bytes for any path under `/50k/..`, `/500k/..`, `/1m/..`; `/slow/..` answers after
 /// [`RENDER_DELAY`] and streams [`render_body`] in [`RENDER_CHUNKS`] chunks; `/health` answers
-/// 200. Every answer may be stored for a year.
+/// 200. Every answer may be stored for a year, but those under a kind ending in [`NO_STORE`]
+/// (`/50k-nostore/..`): the same bodies, answered `Cache-Control: no-store`.
 pub async fn upstream() -> Upstream {
     let bodies: Arc<HashMap<&'static str, Bytes>> = Arc::new(HashMap::from([
         ("50k", Bytes::from(vec![0x5a; 50 * 1024])),
@@ -103,13 +107,17 @@ pub async fn upstream() -> Upstream {
             if kind != "health" {
                 counter.fetch_add(1, Ordering::SeqCst);
             }
+            let (kind, cache_control) = match kind.strip_suffix(NO_STORE) {
+                Some(kind) => (kind, "no-store"),
+                None => (kind, "max-age=31536000, public"),
+            };
             let body = bodies
                 .get(kind)
                 .cloned()
                 .unwrap_or_else(|| Bytes::from_static(b"ok"));
             let response = Response::builder()
                 .header("content-type", "image/jpeg")
-                .header("cache-control", "max-age=31536000, public")
+                .header("cache-control", cache_control)
                 .header("content-length", body.len());
             let body = if kind == "slow" {
                 tokio::time::sleep(RENDER_DELAY).await;
