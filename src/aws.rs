@@ -11,7 +11,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
-    Builder, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    Builder, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     SharedCredentialsProvider, SharedHttpClient,
 };
 use aws_smithy_http_client::tls;
@@ -66,9 +66,32 @@ pub struct ClientSettings<'a> {
     pub call_timeout: Duration,
 }
 
+/// Who signs the S3 calls we make without the SDK (the bucket lookups of
+/// [`crate::cache::s3_get`]), for which region: what the SDK client was built with. The SDK's
+/// config no longer hands its credentials provider out, so it travels beside the client.
+#[derive(Clone, Debug)]
+pub struct Signing {
+    /// `None`: anonymous calls.
+    pub credentials: Option<SharedCredentialsProvider>,
+    pub region: String,
+}
+
+impl Signing {
+    /// Static credentials, as tests and static-key deployments have them.
+    pub fn fixed(access_key: &str, secret_key: &str, region: &str) -> Signing {
+        Signing {
+            credentials: Some(SharedCredentialsProvider::new(Credentials::new(
+                access_key, secret_key, None, None, "static",
+            ))),
+            region: region.to_owned(),
+        }
+    }
+}
+
 /// Builds a client from the AWS default credential chain (environment, shared files, web
-/// identity, ECS task role, EC2 instance role), with `settings.assume_role` assumed on top.
-pub async fn client(settings: &ClientSettings<'_>) -> aws_sdk_s3::Client {
+/// identity, ECS task role, EC2 instance role), with `settings.assume_role` assumed on top, and
+/// the same credentials and region for our own calls.
+pub async fn client(settings: &ClientSettings<'_>) -> (aws_sdk_s3::Client, Signing) {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
     if let RegionChoice::Fixed(region) = settings.region {
         loader = loader.region(Region::new(region.to_owned()));
@@ -78,6 +101,7 @@ pub async fn client(settings: &ClientSettings<'_>) -> aws_sdk_s3::Client {
     if let (RegionChoice::FromChainOr(fallback), None) = (settings.region, base.region()) {
         builder = builder.region(Region::new(fallback));
     }
+    let mut credentials = base.credentials_provider();
     if let Some(assume) = &settings.assume_role {
         let mut role = aws_config::sts::AssumeRoleProvider::builder(assume.arn)
             .session_name(assume.session_name)
@@ -85,10 +109,24 @@ pub async fn client(settings: &ClientSettings<'_>) -> aws_sdk_s3::Client {
         if let Some(id) = assume.external_id {
             role = role.external_id(id);
         }
-        builder = builder.credentials_provider(SharedCredentialsProvider::new(role.build().await));
+        let role = SharedCredentialsProvider::new(role.build().await);
+        builder = builder.credentials_provider(role.clone());
+        credentials = Some(role);
     }
-    aws_sdk_s3::Client::from_conf(tune(builder, settings.endpoint, settings.call_timeout).build())
+    let config = tune(builder, settings.endpoint, settings.call_timeout).build();
+    let signing = Signing {
+        credentials,
+        region: config
+            .region()
+            .map_or(FALLBACK_REGION, |r| r.as_ref())
+            .to_owned(),
+    };
+    (aws_sdk_s3::Client::from_conf(config), signing)
 }
+
+/// The region signed for when the chain finds none (the SDK refuses to sign then; our own
+/// calls use S3's default).
+const FALLBACK_REGION: &str = "us-east-1";
 
 /// The HTTP(S) client for S3 calls: rustls with ring (no cmake in the build), system roots.
 pub fn http_client() -> SharedHttpClient {

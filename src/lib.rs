@@ -46,6 +46,7 @@
 //! - [`signature`]: imgproxy URL signatures, for the worker and `imgproxy-cache url`.
 //! - [`body`]: the one response body type, and the short uncached answers.
 //! - [`telemetry`]: logging set-up.
+//! - [`tls`]: the one TLS client set-up of our own hyper clients.
 //! - [`url_builder`]: signed imgproxy URLs and cached URLs, for `imgproxy-cache url`.
 //! - `fuzzing` (hidden): what each fuzz target in `fuzz/` does with its input, shared with
 //!   the corpus replay test.
@@ -64,6 +65,7 @@ pub mod server;
 pub mod settings;
 pub mod signature;
 pub mod telemetry;
+pub mod tls;
 pub mod url_builder;
 #[cfg(feature = "worker")]
 pub mod worker;

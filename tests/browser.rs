@@ -19,7 +19,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use imgproxy_cache::cache::s3::S3Store;
 
 /// Serves examples/web and the given images.json on a loopback port.
 async fn serve_page(images_json: String) -> String {
@@ -84,7 +83,12 @@ const STATES: &str =
 async fn images_fall_back_once_then_come_from_the_bucket() {
     let weed = Seaweed::start().await;
     let upstream = Upstream::start().await;
-    let store = Arc::new(S3Store::new(weed.client(), seaweed::BUCKET, &weed.endpoint));
+    let store = Arc::new(s3_store(
+        &weed.endpoint,
+        seaweed::BUCKET,
+        seaweed::ACCESS_KEY,
+        seaweed::SECRET_KEY,
+    ));
     let proxy = Proxy::start(config(&upstream, &[]), store).await;
 
     let paths = ["/png/a", "/png/b", "/png/c", "/png/d"];
@@ -184,7 +188,12 @@ async fn each_image_comes_from_the_bucket_in_the_variant_the_browser_decodes() {
     let mut worker_vars = vec![("IMGPROXY_MAX_ANIMATION_FRAMES", "10")];
     worker_vars.extend_from_slice(&vars);
     let worker = Worker::start(loopback_ok(&worker_vars)).await;
-    let store = Arc::new(S3Store::new(weed.client(), seaweed::BUCKET, &weed.endpoint));
+    let store = Arc::new(s3_store(
+        &weed.endpoint,
+        seaweed::BUCKET,
+        seaweed::ACCESS_KEY,
+        seaweed::SECRET_KEY,
+    ));
     let proxy = Proxy::start(config_for(&worker.url(""), &vars), store).await;
     let settings = UrlSettings {
         signature_size: 32,

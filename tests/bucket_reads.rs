@@ -12,7 +12,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use imgproxy_cache::cache::guard::{BreakerState, Failure, GuardConfig, Guarded, ReadGuard};
 use imgproxy_cache::cache::metrics::BucketRead;
-use imgproxy_cache::cache::s3::S3Store;
 use imgproxy_cache::cache::store::{ErrorKind, PutMode};
 use imgproxy_cache::cache::{Meta, Object, Reading, Store};
 use imgproxy_cache::proxy::metrics::Metrics;
@@ -318,12 +317,8 @@ async fn missing_keys_are_misses_and_refusals_are_failures() {
     assert_eq!(guard.state(), BreakerState::Closed);
     s3.faults.deny_gets.store(false, Ordering::SeqCst);
 
-    let wrong = common::client_with(&s3.endpoint, "test-access-key", "not-the-secret");
-    let (guard, _metrics) = guarded(
-        Arc::new(S3Store::new(wrong, BUCKET, &s3.endpoint)),
-        1,
-        Duration::from_secs(30),
-    );
+    let wrong = common::s3_store(&s3.endpoint, BUCKET, "test-access-key", "not-the-secret");
+    let (guard, _metrics) = guarded(Arc::new(wrong), 1, Duration::from_secs(30));
     match expect_failure(guard.read("nothing").await) {
         Failure::Store(e) => assert_eq!(e.kind, ErrorKind::Permanent, "{e}"),
         other => panic!("{other}"),

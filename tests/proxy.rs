@@ -452,10 +452,11 @@ async fn s3_down_does_not_touch_clients() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let store = std::sync::Arc::new(imgproxy_cache::cache::s3::S3Store::new(
-        client_for(&format!("http://{dead}")),
+    let store = std::sync::Arc::new(s3_store(
+        &format!("http://{dead}"),
         BUCKET,
-        format!("http://{dead}"),
+        ACCESS_KEY,
+        SECRET_KEY,
     ));
     let proxy = Proxy::start(config(&upstream, &[("UPLOAD_MAX_ATTEMPTS", "2")]), store).await;
     for i in 0..5 {

@@ -2,42 +2,49 @@
 //!
 //! Retries belong to the upload queue, which knows which calls are worth repeating, so the
 //! SDK's own retry layer is turned off here and every error is sorted into transient or
-//! permanent instead.
+//! permanent instead. Lookups (GETs) skip the SDK's call pipeline: see [`super::s3_get`].
 
 use std::time::Duration;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::object::{Meta, Object, Reading};
+use super::object::{Object, Reading};
+use super::s3_get::{Getter, Got};
 use super::store::{PutMode, PutOutcome, Store, StoreError};
-use crate::aws::{self, AssumeRole, ClientSettings, Endpoint, RegionChoice};
+use crate::aws::{self, AssumeRole, ClientSettings, Endpoint, RegionChoice, Signing};
 use crate::cache::config::S3Config;
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
+    getter: Getter,
     bucket: String,
     endpoint: String,
 }
 
 impl S3Store {
-    /// Wraps a client built elsewhere (tests build one with static credentials).
+    /// Wraps a client built elsewhere (tests build one with static credentials) for `bucket`
+    /// at `endpoint`, the address the client was built for; lookups sign as `signing` says,
+    /// which must be what the client was built with.
     pub fn new(
         client: aws_sdk_s3::Client,
+        signing: Signing,
         bucket: impl Into<String>,
-        endpoint: impl Into<String>,
+        endpoint: Endpoint<'_>,
     ) -> S3Store {
+        let bucket = bucket.into();
         S3Store {
+            getter: Getter::new(signing, &bucket, endpoint),
             client,
-            bucket: bucket.into(),
-            endpoint: endpoint.into(),
+            bucket,
+            endpoint: endpoint.url.to_owned(),
         }
     }
 
     /// Builds a client from the AWS default credential chain, with the role in
     /// `S3_ASSUME_ROLE_ARN` assumed on top when set.
     pub async fn from_config(config: &S3Config, call_timeout: Duration) -> S3Store {
-        let client = aws::client(&ClientSettings {
+        let (client, signing) = aws::client(&ClientSettings {
             region: RegionChoice::Fixed(&config.region),
             endpoint: Some(Endpoint {
                 url: &config.endpoint,
@@ -51,7 +58,15 @@ impl S3Store {
             call_timeout,
         })
         .await;
-        S3Store::new(client, &config.bucket, &config.endpoint)
+        S3Store::new(
+            client,
+            signing,
+            &config.bucket,
+            Endpoint {
+                url: &config.endpoint,
+                style: config.style,
+            },
+        )
     }
 }
 
@@ -108,58 +123,18 @@ impl Store for S3Store {
     }
 
     async fn read(&self, key: &str) -> Result<Option<Reading>, StoreError> {
-        let got = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await;
-        let out = match got {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some() && absent(status_of(&e), e.code()) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(classify("GET", e)),
-        };
-        // An object someone else put has no `stored-at`: it was stored when it was modified.
-        let stored_at = out
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get(STORED_AT))
-            .and_then(|v| v.parse::<u64>().ok())
-            .or_else(|| {
-                let modified = out.last_modified?;
-                u64::try_from(modified.secs()).ok()
-            })
-            .unwrap_or(0);
-        let meta = Meta {
-            content_type: out.content_type.unwrap_or_default(),
-            cache_control: out.cache_control,
-            stored_at,
-            content_disposition: out.content_disposition,
-        };
-        // `content_length` is the answer's `Content-Length` header: the length of what is
-        // still to come, which the reader checks the body against.
-        let len = out
-            .content_length
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| StoreError::transient("GET: no Content-Length in the answer"))?;
-        // `ByteStream` hands over each chunk as hyper receives it: nothing here holds the
-        // whole body (tests/bucket_reads.rs reads the first half of a body whose second half
-        // never comes).
-        let body = futures_util::stream::unfold(out.body, |mut body| async move {
-            let chunk = body.next().await?;
-            Some((
-                chunk.map_err(|e| StoreError::transient(format!("GET body: {e}"))),
-                body,
-            ))
-        });
-        Ok(Some(Reading {
-            meta,
-            len,
-            body: Box::pin(body),
-        }))
+        match self.getter.get(key).await? {
+            Got::Found(reading) => Ok(Some(reading)),
+            Got::Absent => Ok(None),
+            Got::Refused {
+                status,
+                code,
+                message,
+            } => Err(match verdict(status.as_u16(), code.as_deref()) {
+                Verdict::Transient => StoreError::transient(message),
+                Verdict::Permanent(hint) => StoreError::permanent(message, hint),
+            }),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
@@ -179,12 +154,14 @@ impl Store for S3Store {
 /// The user metadata (`x-amz-meta-stored-at`) that keeps when a result was rendered, in
 /// seconds since the Unix epoch.
 const STORED_AT: &str = "stored-at";
+/// [`STORED_AT`] as the header a GET answers with.
+pub(super) const STORED_AT_HEADER: &str = "x-amz-meta-stored-at";
 
 /// Whether a refused GET means "no such object". A bucket answers 404 `NoSuchKey` when the
 /// caller may list it, and 403 `AccessDenied` when it may not (S3 does not tell a caller without
 /// `s3:ListBucket` whether a key exists). A 403 for bad credentials and a 404 for a missing
 /// bucket are errors: no key will ever be found there, and the breaker should hear of it.
-fn absent(status: Option<u16>, code: Option<&str>) -> bool {
+pub(super) fn absent(status: Option<u16>, code: Option<&str>) -> bool {
     match (status, code) {
         (_, Some("NoSuchKey")) => true,
         (_, Some("NoSuchBucket")) => false,

@@ -39,8 +39,8 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 pub const BUCKET: &str = "results";
-const ACCESS_KEY: &str = "test-access-key";
-const SECRET_KEY: &str = "test-secret-key";
+pub const ACCESS_KEY: &str = "test-access-key";
+pub const SECRET_KEY: &str = "test-secret-key";
 
 // ===== the upstream =====
 
@@ -369,7 +369,7 @@ impl S3 {
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
-        Arc::new(S3Store::new(self.client(), BUCKET, &self.endpoint))
+        Arc::new(s3_store(&self.endpoint, BUCKET, ACCESS_KEY, SECRET_KEY))
     }
 
     /// The bucket as the proxy opens it: one client for uploads, another for lookups.
@@ -436,6 +436,19 @@ impl S3 {
         self.faults.hold.store(false, Ordering::SeqCst);
         self.faults.gate.add_permits(Semaphore::MAX_PERMITS / 2);
     }
+}
+
+/// The store over `bucket` at `endpoint` with static credentials, as the proxy opens it.
+pub fn s3_store(endpoint: &str, bucket: &str, access_key: &str, secret_key: &str) -> S3Store {
+    S3Store::new(
+        client_with(endpoint, access_key, secret_key),
+        imgproxy_cache::aws::Signing::fixed(access_key, secret_key, "us-east-1"),
+        bucket,
+        Endpoint {
+            url: endpoint,
+            style: AddressingStyle::Path,
+        },
+    )
 }
 
 /// A client with static test credentials, built explicitly so no environment leaks in.

@@ -50,23 +50,7 @@ impl HttpSource {
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_nodelay(true);
-        let tls = hyper_rustls::HttpsConnectorBuilder::new();
-        let tls = match tls.with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-        {
-            Ok(tls) => tls,
-            Err(error) => {
-                tracing::warn!(%error, "no system CA certificates: https sources will fail");
-                let config = rustls::ClientConfig::builder_with_provider(
-                    rustls::crypto::ring::default_provider().into(),
-                )
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
-        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
+        let connector = crate::tls::https(http);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

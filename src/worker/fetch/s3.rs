@@ -35,7 +35,7 @@ impl S3Source {
         } else {
             AddressingStyle::Virtual
         };
-        let client = aws::client(&ClientSettings {
+        let (client, _) = aws::client(&ClientSettings {
             region: match &s3.region {
                 Some(region) => RegionChoice::Fixed(region),
                 None => RegionChoice::FromChainOr(FALLBACK_S3_REGION),
