@@ -93,10 +93,15 @@ impl Memory {
         self.objects.as_ref()?.get(key)
     }
 
-    /// Holds `object` under `key`, if it is small enough to be admitted.
+    /// Holds `object` under `key`, if it is small enough to be admitted and not older than
+    /// the result held there: a copy read from a store while a refresh replaced it (the old
+    /// result promoted after the new one landed) must not bring the old one back.
     pub fn insert(&self, key: &str, object: Arc<Object>) {
         if let Some(objects) = &self.objects
             && object.len() <= self.max_object_bytes
+            && objects
+                .peek(key)
+                .is_none_or(|held| held.meta.stored_at <= object.meta.stored_at)
         {
             objects.insert(key.to_owned(), object);
         }
@@ -158,6 +163,26 @@ mod tests {
         assert_eq!(memory.get("small").unwrap().len(), 1000);
         assert!(memory.remove("small"));
         assert!(memory.get("small").is_none());
+    }
+
+    #[test]
+    fn an_older_result_never_replaces_a_newer_one() {
+        let memory = Memory::new(1024 * 1024, 1000, Counter::default());
+        let rendered_at = |stored_at: u64, byte: u8| {
+            let mut object = Object::clone(&object(10));
+            object.meta.stored_at = stored_at;
+            object.body = Bytes::from(vec![byte; 10]);
+            Arc::new(object)
+        };
+        memory.insert("k", rendered_at(200, 1));
+        memory.insert("k", rendered_at(100, 2));
+        assert_eq!(
+            memory.get("k").unwrap().body[0],
+            1,
+            "the old copy came back"
+        );
+        memory.insert("k", rendered_at(300, 3));
+        assert_eq!(memory.get("k").unwrap().body[0], 3);
     }
 
     #[test]
