@@ -7,8 +7,9 @@
 //! SDK's own signer (`aws-sigv4`) with the SDK client's credentials provider (so roles, ECS
 //! task credentials and rotation work as they do for uploads), the payload hash of an empty
 //! body precomputed, and the answer sorted by the same rules as every other S3 call
-//! ([`super::s3`]). Uploads, HEADs and deletes stay on the SDK: they are not on a client's
-//! path.
+//! ([`super::s3`]). Each serving thread has a connection pool of its own, as it has for the
+//! upstream ([`crate::proxy::threads`]): a lookup never wakes another thread. Uploads, HEADs
+//! and deletes stay on the SDK: they are not on a client's path.
 
 use std::time::{Duration, SystemTime};
 
@@ -30,6 +31,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use thread_local::ThreadLocal;
 use tokio::sync::Mutex;
 
 use super::object::{Meta, Reading};
@@ -53,9 +55,12 @@ const KEY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
+type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
 /// Signed GETs of one bucket's objects.
 pub struct Getter {
-    http: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    /// One client per thread that looks up: its connections live on that thread's runtime.
+    http: ThreadLocal<HttpClient>,
     /// `None`: anonymous requests.
     provider: Option<SharedCredentialsProvider>,
     credentials: Mutex<Option<Credentials>>,
@@ -80,17 +85,8 @@ pub enum Got {
 impl Getter {
     /// GETs from `bucket` at `endpoint`, signed as `signing` says.
     pub fn new(signing: Signing, bucket: &str, endpoint: Endpoint<'_>) -> Getter {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(crate::tls::https(http));
         Getter {
-            http: client,
+            http: ThreadLocal::new(),
             provider: signing.credentials,
             credentials: Mutex::new(None),
             region: signing.region,
@@ -118,6 +114,7 @@ impl Getter {
         }
         let response = self
             .http
+            .get_or(http_client)
             .request(request)
             .await
             .map_err(|e| StoreError::transient(format!("GET: {e}")))?;
@@ -203,6 +200,18 @@ impl Getter {
         instructions.apply_to_request_http1x(request);
         Ok(())
     }
+}
+
+fn http_client() -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(crate::tls::https(http))
 }
 
 /// `https://endpoint/bucket/` (path style) or `https://bucket.endpoint/` (virtual host).
