@@ -305,6 +305,7 @@ impl Bench {
             Flavour::DefaultBuffers.label(),
             Flavour::Tuned.label(),
             "imgproxy-cache",
+            "imgproxy-cache, BUCKET_READS=false",
         ];
         let mut ratios = String::new();
         let secs = self.args.secs;
@@ -312,7 +313,7 @@ impl Bench {
             let no_store = size.ends_with(servers::NO_STORE);
             let body = size.replace(servers::NO_STORE, " no-store");
             for &c in &concurrencies {
-                let mut stats: [Stat; 4] = std::array::from_fn(|_| Stat { samples: vec![] });
+                let mut stats: [Stat; 5] = std::array::from_fn(|_| Stat { samples: vec![] });
                 for _ in 0..self.args.reps {
                     // Interleaved, so a noisy moment hurts every target alike.
                     for (t, stat) in stats.iter_mut().enumerate() {
@@ -336,28 +337,21 @@ impl Bench {
                                 sample.cpu_us = (nginx.cpu_secs() - cpu) * 1e6 / sample.requests;
                                 sample
                             }
-                            _ => {
-                                let proxy = self.proxy(&self.s3.healthy.endpoint, &[]).await;
-                                self.s3.healthy.stats.reset();
-                                let before = BucketReads::of(&proxy).await;
-                                let (cpu, s3_cpu) = (proxy.cpu_secs(), self.s3.cpu_secs());
-                                let mut sample = load::wrk(&proxy.url(""), size, &id, c, secs);
-                                sample.cpu_us = (proxy.cpu_secs() - cpu) * 1e6 / sample.requests;
-                                sample.s3_cpu_us =
-                                    (self.s3.cpu_secs() - s3_cpu) * 1e6 / sample.requests;
-                                let reads = BucketReads::of(&proxy).await.since(&before);
-                                sample.looked_up_pct = reads.answered_pct();
-                                sample.stored_pct =
-                                    self.s3.healthy.stats.puts().1 as f64 * 100.0 / sample.requests;
-                                proxy.stop();
-                                self.s3.clear();
-                                sample
+                            3 => self.proxy_miss(&[], size, &id, c).await,
+                            // Without the lookup: what the proxy path itself costs.
+                            _ if no_store => {
+                                let off = [("BUCKET_READS", "false".to_owned())];
+                                self.proxy_miss(&off, size, &id, c).await
                             }
+                            _ => continue,
                         };
                         stat.samples.push(sample);
                     }
                 }
                 for (name, stat) in names.iter().zip(&stats) {
+                    if stat.samples.is_empty() {
+                        continue;
+                    }
                     let measured = |f: fn(&Sample) -> f64, digits| {
                         if stat.median(f) > 0.0 {
                             stat.cell(f, digits)
@@ -378,13 +372,22 @@ impl Bench {
                         share(|s| s.stored_pct),
                     );
                 }
-                let [direct, default, tuned, proxy] = &stats;
+                let [direct, default, tuned, proxy, unlooked] = &stats;
                 let rps = |s: &Stat| s.median(|s| s.rps);
                 let cpu = |s: &Stat| s.median(|s| s.cpu_us);
                 let added = |s: &Stat| s.median(|s| s.p50_ms) - direct.median(|s| s.p50_ms);
+                let without_lookup = if unlooked.samples.is_empty() {
+                    "—".to_owned()
+                } else {
+                    format!(
+                        "{:.2}× ({:.0} µs)",
+                        rps(unlooked) / rps(tuned),
+                        cpu(unlooked)
+                    )
+                };
                 let _ = writeln!(
                     ratios,
-                    "| {body} | {c} | **{:.2}×** | {:.2}× | {:.0} / {:.0} + {:.0} | {:.3} / {:.3} |",
+                    "| {body} | {c} | **{:.2}×** | {without_lookup} | {:.2}× | {:.0} / {:.0} + {:.0} | {:.3} / {:.3} |",
                     rps(proxy) / rps(tuned),
                     rps(proxy) / rps(default),
                     cpu(tuned),
@@ -453,10 +456,36 @@ impl Bench {
             self.report,
             "\n**Ratios** (medians above): req/s of imgproxy-cache over nginx's; CPU µs per \
              request, nginx tuned / ours + the S3 stand-in's; p50 added over direct, ms, nginx \
-             tuned / ours.\n\n\
-             | body | conc. | ÷ tuned nginx | ÷ nginx, default buffers | CPU µs/req | added p50 |\n\
-             |---|---|---|---|---|---|\n{ratios}"
+             tuned / ours. Without lookup: the no-store rows again with `BUCKET_READS=false` \
+             (÷ tuned nginx, and our CPU µs per request): the proxy path alone.\n\n\
+             | body | conc. | ÷ tuned nginx | without lookup | ÷ nginx, default buffers | CPU µs/req | added p50 |\n\
+             |---|---|---|---|---|---|---|\n{ratios}"
         );
+    }
+
+    /// One wrk run of new paths through a fresh proxy with `settings`, storing to the healthy
+    /// S3: its CPU and the S3 stand-in's per request, the lookups the bucket answered, the
+    /// share stored.
+    async fn proxy_miss(
+        &self,
+        settings: &[(&'static str, String)],
+        size: &str,
+        id: &str,
+        c: usize,
+    ) -> Sample {
+        let proxy = self.proxy(&self.s3.healthy.endpoint, settings).await;
+        self.s3.healthy.stats.reset();
+        let before = BucketReads::of(&proxy).await;
+        let (cpu, s3_cpu) = (proxy.cpu_secs(), self.s3.cpu_secs());
+        let mut sample = load::wrk(&proxy.url(""), size, id, c, self.args.secs);
+        sample.cpu_us = (proxy.cpu_secs() - cpu) * 1e6 / sample.requests;
+        sample.s3_cpu_us = (self.s3.cpu_secs() - s3_cpu) * 1e6 / sample.requests;
+        let reads = BucketReads::of(&proxy).await.since(&before);
+        sample.looked_up_pct = reads.answered_pct();
+        sample.stored_pct = self.s3.healthy.stats.puts().1 as f64 * 100.0 / sample.requests;
+        proxy.stop();
+        self.s3.clear();
+        sample
     }
 
     /// Scenario: hits. The same warm keys through the proxy (memory tier) and nginx
