@@ -1128,13 +1128,13 @@ impl BucketReads {
         }
     }
 
-    /// Lookups the bucket answered (found or missing), in % of all lookups; 100 when there
-    /// were none.
+    /// Lookups the bucket answered (found or missing), in % of all lookups; 0 when there were
+    /// none (the table shows "—", and a miss row that made none fails its check).
     fn answered_pct(&self) -> f64 {
         let answered = self.found + self.missing;
         let all = answered + self.failed + self.skipped;
         if all == 0.0 {
-            100.0
+            0.0
         } else {
             answered * 100.0 / all
         }
