@@ -46,6 +46,15 @@ function init(args) prefix = args[1] .. args[2] .. "-" .. tid .. "-"; n = 0 end
 function request() n = n + 1; return wrk.format(nil, prefix .. n) end
 "#;
 
+/// Every request a new imgproxy URL of the same render: `args[1]` (the signature and options,
+/// ending in `cb:`, imgproxy's cache buster), then a unique value, then `args[3]` (the source).
+const RENDER_PATHS: &str = r#"
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) prefix = args[1] .. args[2] .. "-" .. tid .. "-"; source = args[3]; n = 0 end
+function request() n = n + 1; return wrk.format(nil, prefix .. n .. source) end
+"#;
+
 /// Requests cycle over a fixed set of keys — `/<size>/<run>-<i>` for `i` below `args[3]` — each
 /// wrk thread starting at its own place in the cycle, so that every key is asked for as often.
 const CYCLED_PATHS: &str = r#"
@@ -112,6 +121,28 @@ pub fn wrk_paced(
         base,
         &script,
         &[&format!("/{size}/"), run_id, &pause.to_string()],
+        run_id,
+        connections,
+        secs,
+    )
+}
+
+/// wrk against an imgproxy-compatible server: every request `options` + a unique cache buster +
+/// `source`, so every request is a new URL (a true miss for a cache) of the same render.
+pub fn wrk_renders(
+    base: &str,
+    options: &str,
+    source: &str,
+    run_id: &str,
+    connections: usize,
+    secs: u64,
+) -> Sample {
+    let script = format!("{RENDER_PATHS}{HISTOGRAM}");
+    let options = format!("{}/cb:", options.trim_end_matches('/'));
+    run_wrk(
+        base,
+        &script,
+        &[&options, run_id, source],
         run_id,
         connections,
         secs,

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use clap::Parser;
 use load::{Arrival, Sample};
-use procs::{Flavour, Nginx, Proxy};
+use procs::{Flavour, Nginx, Proxy, Worker};
 
 #[derive(Parser)]
 struct Args {
@@ -47,6 +47,9 @@ struct Args {
     /// Run only these scenarios (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
+    /// The photos the renders scenario reads (24 MP and ~1 MP JPEGs).
+    #[arg(long, default_value = "../shared/corpus")]
+    corpus: PathBuf,
     /// What else ran on the machine, for the report's header.
     #[arg(long)]
     note: Option<String>,
@@ -75,6 +78,8 @@ enum Scenario {
     Backlog,
     /// PUTs per key over repeated keys (5).
     Duplicates,
+    /// The proxy in front of the bundled worker on real photos, against the worker direct.
+    Renders,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -203,6 +208,9 @@ async fn main() {
     }
     if bench.wants(Scenario::Backlog) {
         bench.backlog().await;
+    }
+    if bench.wants(Scenario::Renders) {
+        bench.renders().await;
     }
     if bench.wants(Scenario::Duplicates) {
         bench.duplicates().await;
@@ -486,6 +494,128 @@ impl Bench {
         proxy.stop();
         self.s3.clear();
         sample
+    }
+
+    /// Scenario: real renders. The proxy in front of the bundled worker, against the worker
+    /// direct, on photos from the corpus; every request a new URL (a cache buster) of the same
+    /// render, at a load that saturates the worker. What share of a request is the proxy's,
+    /// and what share of the results reaches the bucket (counted after the proxy has drained
+    /// its queue on SIGTERM).
+    async fn renders(&mut self) {
+        const CONNECTIONS: usize = 4;
+        let _ = writeln!(
+            self.report,
+            "\n### Real renders: the proxy in front of the bundled worker (median of {} × {} s \
+             runs, min–max)\n",
+            self.args.reps, self.args.secs
+        );
+        let corpus = match (self.args.smoke, self.args.corpus.canonicalize()) {
+            (false, Ok(corpus)) => corpus,
+            (true, _) => {
+                let _ = writeln!(
+                    self.report,
+                    "Skipped in --smoke: it reads the photo corpus."
+                );
+                return;
+            }
+            (false, Err(e)) => {
+                let _ = writeln!(
+                    self.report,
+                    "Skipped: no corpus at {} ({e}).",
+                    self.args.corpus.display()
+                );
+                return;
+            }
+        };
+        let _ = writeln!(
+            self.report,
+            "Every request a new URL of the same render (`cb:` cache buster), {CONNECTIONS} \
+             connections: the worker renders 2 at a time (one per core), so it is saturated. \
+             The proxy looks each up in the bucket, streams the render back and uploads it. \
+             Proxy's share: of the median latency, (proxy − direct) / proxy. Stored: distinct \
+             keys in S3 after the proxy drained its queue, over requests answered.\n\n\
+             | render | target | req/s | p50 ms | p99 ms | proxy CPU µs/req | proxy's share of p50 | stored |\n\
+             |---|---|---|---|---|---|---|---|"
+        );
+        let worker = Worker::start(&self.args.proxy_bin, &corpus).await;
+        let cases = [
+            (
+                "24 MP JPEG → 300 px",
+                "/insecure/rs:fit:300:300",
+                "big_rocket.jpg",
+            ),
+            (
+                "0.9 MP JPEG → fit 1200",
+                "/insecure/rs:fit:1200:1200",
+                "hubble_deep_field.jpg",
+            ),
+        ];
+        for (label, options, file) in cases {
+            let source = format!("/plain/local:///{file}");
+            let mut direct = Stat { samples: vec![] };
+            let mut proxied = Stat { samples: vec![] };
+            for _ in 0..self.args.reps {
+                let id = self.next_run();
+                let base = worker.url("");
+                let secs = self.args.secs;
+                direct.samples.push(load::wrk_renders(
+                    &base,
+                    options,
+                    &source,
+                    &id,
+                    CONNECTIONS,
+                    secs,
+                ));
+                let id = self.next_run();
+                let proxy = self
+                    .proxy(&self.s3.healthy.endpoint, &[("UPSTREAM_URL", base)])
+                    .await;
+                self.s3.healthy.stats.reset();
+                let cpu = proxy.cpu_secs();
+                let mut sample =
+                    load::wrk_renders(&proxy.url(""), options, &source, &id, CONNECTIONS, secs);
+                sample.cpu_us = (proxy.cpu_secs() - cpu) * 1e6 / sample.requests;
+                proxy.stop();
+                sample.stored_pct = self.s3.healthy.stats.puts().1 as f64 * 100.0 / sample.requests;
+                self.s3.clear();
+                proxied.samples.push(sample);
+            }
+            let share = |s: &Stat| {
+                (s.median(|s| s.p50_ms) - direct.median(|s| s.p50_ms)) * 100.0
+                    / s.median(|s| s.p50_ms)
+            };
+            let _ = writeln!(
+                self.report,
+                "| {label} | worker direct | {} | {} | {} | — | — | — |",
+                direct.cell(|s| s.rps, 1),
+                direct.cell(|s| s.p50_ms, 2),
+                direct.cell(|s| s.p99_ms, 2),
+            );
+            let _ = writeln!(
+                self.report,
+                "| {label} | imgproxy-cache → worker | {} | {} | {} | {} | {:.1} % | {} |",
+                proxied.cell(|s| s.rps, 1),
+                proxied.cell(|s| s.p50_ms, 2),
+                proxied.cell(|s| s.p99_ms, 2),
+                proxied.cell(|s| s.cpu_us, 0),
+                share(&proxied),
+                proxied.cell(|s| s.stored_pct, 0).replace(" (", " % ("),
+            );
+            self.checks.push(Check {
+                what: format!(
+                    "renders {label}: the proxy's share of the median latency {:.1} % (target < 2 %)",
+                    share(&proxied)
+                ),
+                pass: share(&proxied) < 2.0,
+            });
+            let stored = proxied.range(|s| s.stored_pct).0;
+            self.checks.push(Check {
+                what: format!(
+                    "renders {label}: results stored, lowest run {stored:.1} % (target 100 %)"
+                ),
+                pass: stored >= 99.5,
+            });
+        }
     }
 
     /// Scenario: hits. The same warm keys through the proxy (memory tier) and nginx

@@ -87,6 +87,45 @@ impl Proxy {
     }
 }
 
+/// The bundled worker (`imgproxy-cache worker`), serving `local://` sources from a folder.
+pub struct Worker {
+    child: Child,
+    pub port: u16,
+}
+
+impl Worker {
+    pub async fn start(bin: &Path, sources: &Path) -> Worker {
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg("worker")
+            .env_clear()
+            .env("IMGPROXY_BIND", format!("127.0.0.1:{port}"))
+            .env("IMGPROXY_LOCAL_FILESYSTEM_ROOT", sources)
+            // 24 MP photos: above imgproxy's default limit of 16.8 MP.
+            .env("IMGPROXY_MAX_SRC_RESOLUTION", "50")
+            .env("RUST_LOG", "warn")
+            .env("HOME", "/nonexistent")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} worker: {e}", bin.display()));
+        let worker = Worker { child, port };
+        wait_ready(&worker.url("/health"), Duration::from_secs(30)).await;
+        worker
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub struct Nginx {
     child: Child,
     pub port: u16,
