@@ -74,6 +74,35 @@ fn proxied(metrics: &str) -> f64 {
         .sum()
 }
 
+/// One visit of `page` in a fresh browser profile: each image's state once all have settled.
+async fn visit(driver: &Driver, page: &str) -> serde_json::Value {
+    let session = driver.session().await;
+    session.goto(page).await;
+    session.wait_for(SETTLED, Duration::from_secs(60)).await;
+    let states = session.eval(STATES).await;
+    session.close().await;
+    states
+}
+
+/// Waits until `key` is in the bucket (uploads land in the background): its content type.
+async fn stored(weed: &Seaweed, key: &str) -> String {
+    let client = weed.client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client
+            .head_object()
+            .bucket(seaweed::BUCKET)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => return head.content_type().unwrap_or_default().to_owned(),
+            Err(_) => assert!(Instant::now() < deadline, "{key} was never stored"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 const SETTLED: &str = "return document.body.dataset.ready === 'true' && [...document.images].every(\
      i => i.complete && (i.naturalWidth > 0 || i.dataset.source === 'broken'))";
 const STATES: &str =
@@ -102,11 +131,7 @@ async fn images_fall_back_once_then_come_from_the_bucket() {
     let driver = Driver::start().await;
 
     // First visit: nothing is in the bucket; every image renders through the proxy.
-    let first = driver.session().await;
-    first.goto(&page).await;
-    first.wait_for(SETTLED, Duration::from_secs(60)).await;
-    let states = first.eval(STATES).await;
-    first.close().await;
+    let states = visit(&driver, &page).await;
     for (i, path) in paths.iter().enumerate() {
         assert_eq!(states[i][0], "proxy", "{path}: {states}");
         assert_eq!(states[i][1], 48, "{path} rendered at its natural width");
@@ -114,29 +139,13 @@ async fn images_fall_back_once_then_come_from_the_bucket() {
     assert_eq!(states[paths.len()][0], "broken", "{states}");
 
     // The uploads land in the background.
-    let client = weed.client();
-    let deadline = Instant::now() + Duration::from_secs(30);
     for path in paths {
-        while client
-            .head_object()
-            .bucket(seaweed::BUCKET)
-            .key(key(path))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "{path} was never stored");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        stored(&weed, &key(path)).await;
     }
     let before = proxied(&proxy.metrics().await);
 
     // Second visit, fresh profile: every stored image comes from the bucket.
-    let second = driver.session().await;
-    second.goto(&page).await;
-    second.wait_for(SETTLED, Duration::from_secs(60)).await;
-    let states = second.eval(STATES).await;
-    second.close().await;
+    let states = visit(&driver, &page).await;
     for (i, path) in paths.iter().enumerate() {
         assert_eq!(states[i][0], "cache", "{path}: {states}");
         assert_eq!(states[i][1], 48);
@@ -227,33 +236,13 @@ async fn each_image_comes_from_the_bucket_in_the_variant_the_browser_decodes() {
     }
 
     // The third image's baseline and WebP variant are in the bucket; its AVIF one is not.
-    let client = weed.client();
-    let stored = |key: String| {
-        let client = client.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match client
-                    .head_object()
-                    .bucket(seaweed::BUCKET)
-                    .key(&key)
-                    .send()
-                    .await
-                {
-                    Ok(head) => return head.content_type().unwrap_or_default().to_owned(),
-                    Err(_) => assert!(Instant::now() < deadline, "{key} was never stored"),
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
     let partial = &images[2].0;
     for accept in ["*/*", "image/webp,*/*"] {
         let response = request(http::Method::GET, &partial.proxy_url, &[("accept", accept)]).await;
         assert_eq!(response.status(), 200);
     }
-    assert_eq!(stored(partial.key.clone()).await, "image/png");
-    assert_eq!(stored(partial.variants[1].key.clone()).await, "image/webp");
+    assert_eq!(stored(&weed, &partial.key).await, "image/png");
+    assert_eq!(stored(&weed, &partial.variants[1].key).await, "image/webp");
 
     let mut entries: Vec<_> = images
         .iter()
@@ -272,11 +261,7 @@ async fn each_image_comes_from_the_bucket_in_the_variant_the_browser_decodes() {
     let driver = Driver::start().await;
 
     // First visit: no AVIF variant is stored; each image falls back once to the proxy.
-    let first = driver.session().await;
-    first.goto(&page).await;
-    first.wait_for(SETTLED, Duration::from_secs(60)).await;
-    let states = first.eval(STATES).await;
-    first.close().await;
+    let states = visit(&driver, &page).await;
     for (i, (image, width, _)) in images.iter().enumerate() {
         assert_eq!(states[i][0], "proxy", "{image:?}: {states}");
         assert_eq!(states[i][1], *width, "{states}");
@@ -287,7 +272,7 @@ async fn each_image_comes_from_the_bucket_in_the_variant_the_browser_decodes() {
     // What the proxy stored for Chromium is the variant its AVIF source names.
     for (image, _, format) in &images {
         assert_eq!(
-            stored(image.variants[0].key.clone()).await,
+            stored(&weed, &image.variants[0].key).await,
             *format,
             "{image:?}"
         );
@@ -295,11 +280,7 @@ async fn each_image_comes_from_the_bucket_in_the_variant_the_browser_decodes() {
     let before = proxied(&proxy.metrics().await);
 
     // Second visit, fresh profile: every image from the bucket, through its AVIF source.
-    let second = driver.session().await;
-    second.goto(&page).await;
-    second.wait_for(SETTLED, Duration::from_secs(60)).await;
-    let states = second.eval(STATES).await;
-    second.close().await;
+    let states = visit(&driver, &page).await;
     for (i, (image, width, _)) in images.iter().enumerate() {
         assert_eq!(states[i][0], "cache", "{image:?}: {states}");
         assert_eq!(states[i][1], *width, "{states}");
