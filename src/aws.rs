@@ -67,7 +67,7 @@ pub struct ClientSettings<'a> {
 }
 
 /// Who signs the S3 calls we make without the SDK (the bucket lookups of
-/// [`crate::cache::s3_get`]), for which region: what the SDK client was built with. The SDK's
+/// [`crate::cache::s3_http`]), for which region: what the SDK client was built with. The SDK's
 /// config no longer hands its credentials provider out, so it travels beside the client.
 #[derive(Clone, Debug)]
 pub struct Signing {

@@ -16,8 +16,9 @@
 //!
 //! **Where a result is kept.** The cache looks a key up in memory ([`cache::memory`]), among
 //! the renders in flight ([`cache::flight`]: one per key, streamed to every request for it),
-//! in the disk tier ([`cache::fs`]) and in the bucket ([`cache::s3`], its lookups signed GETs
-//! of [`cache::s3_get`], behind the timeout and breaker of [`cache::guard`]). It decides from the response head whether a result may be
+//! in the disk tier ([`cache::fs`]) and in the bucket ([`cache::s3`], its lookups and uploads
+//! the signed requests of [`cache::s3_http`], lookups behind the timeout and breaker of
+//! [`cache::guard`]). It decides from the response head whether a result may be
 //! stored ([`cache::policy`]) and whether a stored one is still fresh ([`mod@cache::freshness`]),
 //! feeds a render's body to its readers under one byte budget, and hands the complete result
 //! to the tiers and to its upload queue, which stores it in the background, with retries and

@@ -1,5 +1,5 @@
 //! The one TLS client set-up for our own hyper clients (the bucket lookups of
-//! [`crate::cache::s3_get`] and the worker's `https://` sources): rustls with ring, as the S3
+//! [`crate::cache::s3_http`] and the worker's `https://` sources): rustls with ring, as the S3
 //! SDK's client has it (no cmake in the build), and the system's root certificates.
 
 use hyper_rustls::HttpsConnector;

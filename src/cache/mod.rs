@@ -36,7 +36,7 @@ pub mod object;
 pub mod policy;
 mod queue;
 pub mod s3;
-pub mod s3_get;
+pub mod s3_http;
 pub mod store;
 mod upload;
 pub mod variant;

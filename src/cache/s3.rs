@@ -2,22 +2,22 @@
 //!
 //! Retries belong to the upload queue, which knows which calls are worth repeating, so the
 //! SDK's own retry layer is turned off here and every error is sorted into transient or
-//! permanent instead. Lookups (GETs) skip the SDK's call pipeline: see [`super::s3_get`].
+//! permanent instead. Lookups (GETs) and uploads (PUTs) skip the SDK's call pipeline: see
+//! [`super::s3_http`].
 
 use std::time::Duration;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
 
 use super::object::{Object, Reading};
-use super::s3_get::{Getter, Got};
+use super::s3_http::{Bucket, Got, Refusal};
 use super::store::{PutMode, PutOutcome, Store, StoreError};
 use crate::aws::{self, AssumeRole, ClientSettings, Endpoint, RegionChoice, Signing};
 use crate::cache::config::S3Config;
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
-    getter: Getter,
+    http: Bucket,
     bucket: String,
     endpoint: String,
 }
@@ -34,7 +34,7 @@ impl S3Store {
     ) -> S3Store {
         let bucket = bucket.into();
         S3Store {
-            getter: Getter::new(signing, &bucket, endpoint),
+            http: Bucket::new(signing, &bucket, endpoint),
             client,
             bucket,
             endpoint: endpoint.url.to_owned(),
@@ -97,43 +97,24 @@ impl Store for S3Store {
         object: &Object,
         mode: PutMode,
     ) -> Result<PutOutcome, StoreError> {
-        // Integrity: the SigV4 signature covers the SHA-256 of the payload, which the server
-        // checks before it stores anything; a Content-MD5 on top would hash every body twice.
-        let mut put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(object.body.clone()))
-            .content_length(object.body.len() as i64)
-            .content_type(&object.meta.content_type)
-            .set_cache_control(object.meta.cache_control.clone())
-            .set_content_disposition(object.meta.content_disposition.clone())
-            .metadata(STORED_AT, object.meta.stored_at.to_string());
-        if mode == PutMode::IfAbsent {
-            put = put.if_none_match("*");
-        }
-        match put.send().await {
-            Ok(_) => Ok(PutOutcome::Stored),
-            Err(e) if mode == PutMode::IfAbsent && status_of(&e) == Some(412) => {
+        match self
+            .http
+            .put(key, object, mode == PutMode::IfAbsent)
+            .await?
+        {
+            Ok(()) => Ok(PutOutcome::Stored),
+            Err(refusal) if mode == PutMode::IfAbsent && refusal.status == 412 => {
                 Ok(PutOutcome::AlreadyExists)
             }
-            Err(e) => Err(classify("PUT", e)),
+            Err(refusal) => Err(refused(refusal)),
         }
     }
 
     async fn read(&self, key: &str) -> Result<Option<Reading>, StoreError> {
-        match self.getter.get(key).await? {
+        match self.http.get(key).await? {
             Got::Found(reading) => Ok(Some(reading)),
             Got::Absent => Ok(None),
-            Got::Refused {
-                status,
-                code,
-                message,
-            } => Err(match verdict(status.as_u16(), code.as_deref()) {
-                Verdict::Transient => StoreError::transient(message),
-                Verdict::Permanent(hint) => StoreError::permanent(message, hint),
-            }),
+            Got::Refused(refusal) => Err(refused(refusal)),
         }
     }
 
@@ -151,10 +132,8 @@ impl Store for S3Store {
     }
 }
 
-/// The user metadata (`x-amz-meta-stored-at`) that keeps when a result was rendered, in
-/// seconds since the Unix epoch.
-const STORED_AT: &str = "stored-at";
-/// [`STORED_AT`] as the header a GET answers with.
+/// The user metadata that keeps when a result was rendered, in seconds since the Unix epoch,
+/// as a PUT sends it and a GET answers with it.
 pub(super) const STORED_AT_HEADER: &str = "x-amz-meta-stored-at";
 
 /// Whether a refused GET means "no such object". A bucket answers 404 `NoSuchKey` when the
@@ -194,6 +173,14 @@ where
         },
         // Timeouts, connection failures, unreadable responses: the network may recover.
         _ => StoreError::transient(message),
+    }
+}
+
+/// Sorts a refusal of [`super::s3_http`] as [`classify`] sorts the SDK's.
+fn refused(refusal: Refusal) -> StoreError {
+    match verdict(refusal.status.as_u16(), refusal.code.as_deref()) {
+        Verdict::Transient => StoreError::transient(refusal.message),
+        Verdict::Permanent(hint) => StoreError::permanent(refusal.message, hint),
     }
 }
 

@@ -1,15 +1,17 @@
-//! Bucket lookups, the read path's hottest call, without the SDK's call pipeline.
+//! Signed GETs and PUTs of one bucket's objects, without the SDK's call pipeline.
 //!
-//! Every request that misses memory and disk asks the bucket first, so on a true miss a lookup
-//! costs as much as everything else the proxy does. Through the SDK a GET took about 115 µs of
-//! CPU on the benchmark machine: endpoint and auth-scheme resolution, interceptors, the
-//! orchestrator, then signing. Here it is one signed request on a plain hyper client: the
-//! SDK's own signer (`aws-sigv4`) with the SDK client's credentials provider (so roles, ECS
-//! task credentials and rotation work as they do for uploads), the payload hash of an empty
-//! body precomputed, and the answer sorted by the same rules as every other S3 call
-//! ([`super::s3`]). Each serving thread has a connection pool of its own, as it has for the
-//! upstream ([`crate::proxy::threads`]): a lookup never wakes another thread. Uploads, HEADs
-//! and deletes stay on the SDK: they are not on a client's path.
+//! Every request that misses memory and disk asks the bucket first, and every result stored
+//! is one PUT, so these two calls cost as much as everything else the proxy does. Through the
+//! SDK a GET took about 115 µs of CPU on the benchmark machine, and a PUT more: endpoint and
+//! auth-scheme resolution, interceptors, the orchestrator, then signing. Here each is one
+//! signed request on a plain hyper client: the SDK's own signer (`aws-sigv4`) with the SDK
+//! client's credentials provider (so roles, ECS task credentials and rotation work as they do
+//! for the SDK's calls), and the answer sorted by the same rules as every other S3 call
+//! ([`super::s3`]). A PUT signs the SHA-256 of its body, which the server checks before it
+//! stores anything: a body damaged on the way is refused, never stored. Each thread that
+//! calls has a connection pool of its own, as each serving thread has for the upstream
+//! ([`crate::proxy::threads`]): a lookup never wakes another thread. HEADs and deletes stay on
+//! the SDK: they are rare and never on a client's path.
 
 use std::time::{Duration, SystemTime};
 
@@ -23,18 +25,21 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http::header::{
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use sha2::{Digest, Sha256};
 use thread_local::ThreadLocal;
 use tokio::sync::Mutex;
 
-use super::object::{Meta, Reading};
+use super::object::{Meta, Object, Reading};
 use super::store::StoreError;
 use crate::aws::{AddressingStyle, CONNECT_TIMEOUT, Endpoint, Signing};
 
@@ -42,7 +47,7 @@ use crate::aws::{AddressingStyle, CONNECT_TIMEOUT, Endpoint, Signing};
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 /// Credentials this close to their expiry are fetched again before they are used.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
-/// How much of an error answer is read for its S3 error code.
+/// How much of an answer's body is read for its S3 error code (or drained after a PUT).
 const ERROR_BODY_MAX: usize = 16 * 1024;
 /// Idle connections to the bucket are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -55,11 +60,11 @@ const KEY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Signed GETs of one bucket's objects.
-pub struct Getter {
-    /// One client per thread that looks up: its connections live on that thread's runtime.
+/// Signed requests to one bucket's objects.
+pub struct Bucket {
+    /// One client per calling thread: its connections live on that thread's runtime.
     http: ThreadLocal<HttpClient>,
     /// `None`: anonymous requests.
     provider: Option<SharedCredentialsProvider>,
@@ -74,18 +79,21 @@ pub enum Got {
     Found(Reading),
     /// The bucket says the key is not there, in one of the ways [`super::s3`] counts as absent.
     Absent,
-    /// Any other answer: its status and S3 error code, for the caller to sort.
-    Refused {
-        status: StatusCode,
-        code: Option<String>,
-        message: String,
-    },
+    Refused(Refusal),
 }
 
-impl Getter {
-    /// GETs from `bucket` at `endpoint`, signed as `signing` says.
-    pub fn new(signing: Signing, bucket: &str, endpoint: Endpoint<'_>) -> Getter {
-        Getter {
+/// An answer that is neither a success nor (for a GET) "not there": its status and S3 error
+/// code, for the caller to sort.
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl Bucket {
+    /// Requests to `bucket` at `endpoint`, signed as `signing` says.
+    pub fn new(signing: Signing, bucket: &str, endpoint: Endpoint<'_>) -> Bucket {
+        Bucket {
             http: ThreadLocal::new(),
             provider: signing.credentials,
             credentials: Mutex::new(None),
@@ -105,45 +113,110 @@ impl Getter {
     /// A transient [`StoreError`] when the bucket cannot be reached or the credentials cannot
     /// be had; the bucket's own refusals come back as [`Got::Refused`].
     pub async fn get(&self, key: &str) -> Result<Got, StoreError> {
-        let url = self.url(key);
-        let mut request = Request::get(&url)
-            .body(Empty::new())
-            .map_err(|e| StoreError::permanent(format!("GET {url}: {e}"), None))?;
-        if let Some(credentials) = self.credentials().await? {
-            self.sign(&mut request, credentials)?;
-        }
-        let response = self
-            .http
-            .get_or(http_client)
-            .request(request)
-            .await
-            .map_err(|e| StoreError::transient(format!("GET: {e}")))?;
+        let request = self
+            .request(Method::GET, key, HeaderMap::new(), Bytes::new())
+            .await?;
+        let response = self.send(request).await?;
         let (parts, body) = response.into_parts();
         if parts.status.is_success() {
             return found(&parts.headers, body).map(Got::Found);
         }
-        let body = Limited::new(body, ERROR_BODY_MAX)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let code = error_code(&body);
-        if super::s3::absent(Some(parts.status.as_u16()), code.as_deref()) {
+        let refusal = refusal("GET", parts.status, body).await;
+        if super::s3::absent(Some(parts.status.as_u16()), refusal.code.as_deref()) {
             return Ok(Got::Absent);
         }
-        Ok(Got::Refused {
-            status: parts.status,
-            message: format!(
-                "GET failed: {} {}",
-                parts.status,
-                code.as_deref().unwrap_or("(no S3 error code)")
-            ),
-            code,
-        })
+        Ok(Got::Refused(refusal))
+    }
+
+    /// PUTs `object` under `key` with its metadata; with `if_absent`, only if the key is not
+    /// there yet (`If-None-Match: *`: a 412 refusal says it was).
+    ///
+    /// # Errors
+    /// As [`Bucket::get`]; the bucket's refusals come back as `Ok(Err(refusal))`.
+    pub async fn put(
+        &self,
+        key: &str,
+        object: &Object,
+        if_absent: bool,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        let mut headers = HeaderMap::with_capacity(6);
+        let value = |v: &str| {
+            HeaderValue::from_str(v).map_err(|_| {
+                StoreError::permanent(format!("PUT: a header value cannot be sent: {v:?}"), None)
+            })
+        };
+        headers.insert(CONTENT_TYPE, value(&object.meta.content_type)?);
+        if let Some(cache_control) = &object.meta.cache_control {
+            headers.insert(CACHE_CONTROL, value(cache_control)?);
+        }
+        if let Some(disposition) = &object.meta.content_disposition {
+            headers.insert(CONTENT_DISPOSITION, value(disposition)?);
+        }
+        headers.insert(
+            HeaderName::from_static(super::s3::STORED_AT_HEADER),
+            HeaderValue::from(object.meta.stored_at),
+        );
+        if if_absent {
+            headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
+        }
+        let request = self
+            .request(Method::PUT, key, headers, object.body.clone())
+            .await?;
+        let response = self.send(request).await?;
+        let (parts, body) = response.into_parts();
+        if parts.status.is_success() {
+            // Read to its end, so the connection goes back to the pool.
+            let _ = Limited::new(body, ERROR_BODY_MAX).collect().await;
+            return Ok(Ok(()));
+        }
+        Ok(Err(refusal("PUT", parts.status, body).await))
+    }
+
+    /// A signed request for `key`, its `headers` and the payload hash among what is signed.
+    async fn request(
+        &self,
+        method: Method,
+        key: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, StoreError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            StoreError::permanent(format!("{method}: cannot build the request: {e}"), None)
+        };
+        let payload = if body.is_empty() {
+            EMPTY_SHA256.to_owned()
+        } else {
+            hex::encode(Sha256::digest(&body))
+        };
+        let url = self.url(key);
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&url)
+            .header(CONTENT_LENGTH, body.len())
+            .body(Full::new(body))
+            .map_err(|e| failed(&e))?;
+        request.headers_mut().extend(headers);
+        if let Some(credentials) = self.credentials(&method).await? {
+            self.sign(&mut request, credentials, payload)
+                .map_err(|e| failed(&e))?;
+        }
+        Ok(request)
+    }
+
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, StoreError> {
+        let method = request.method().clone();
+        self.http
+            .get_or(http_client)
+            .request(request)
+            .await
+            .map_err(|e| StoreError::transient(format!("{method}: {e}")))
     }
 
     /// The provider's credentials, fetched again when they are about to expire.
-    async fn credentials(&self) -> Result<Option<Credentials>, StoreError> {
+    async fn credentials(&self, method: &Method) -> Result<Option<Credentials>, StoreError> {
         let Some(provider) = &self.provider else {
             return Ok(None);
         };
@@ -158,19 +231,19 @@ impl Getter {
         let credentials = provider
             .provide_credentials()
             .await
-            .map_err(|e| StoreError::transient(format!("GET: no credentials: {e}")))?;
+            .map_err(|e| StoreError::transient(format!("{method}: no credentials: {e}")))?;
         *cached = Some(credentials.clone());
         Ok(Some(credentials))
     }
 
+    /// Signs `request` as S3 wants it: every header it carries, and `payload` (the body's
+    /// SHA-256) as `x-amz-content-sha256`.
     fn sign(
         &self,
-        request: &mut Request<Empty<Bytes>>,
+        request: &mut Request<Full<Bytes>>,
         credentials: Credentials,
-    ) -> Result<(), StoreError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            StoreError::permanent(format!("GET: cannot sign the request: {e}"), None)
-        };
+        payload: String,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let mut settings = SigningSettings::default();
         // S3 signs the path as sent, once encoded, and wants the payload hash as a header.
         settings.percent_encoding_mode = PercentEncodingMode::Single;
@@ -183,22 +256,40 @@ impl Getter {
             .name("s3")
             .time(SystemTime::now())
             .settings(settings)
-            .build()
-            .map_err(|e| failed(&e))?
+            .build()?
             .into();
         let uri = request.uri().to_string();
+        let headers = request
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
         let signable = SignableRequest::new(
-            "GET",
+            request.method().as_str(),
             uri.as_str(),
-            std::iter::empty(),
-            SignableBody::Precomputed(EMPTY_SHA256.to_owned()),
-        )
-        .map_err(|e| failed(&e))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| failed(&e))?
-            .into_parts();
+            headers,
+            SignableBody::Precomputed(payload),
+        )?;
+        let (instructions, _) = sign(signable, &params)?.into_parts();
         instructions.apply_to_request_http1x(request);
         Ok(())
+    }
+}
+
+/// What a refused answer says: its status and the `<Code>` of its error document.
+async fn refusal(op: &str, status: StatusCode, body: hyper::body::Incoming) -> Refusal {
+    let body = Limited::new(body, ERROR_BODY_MAX)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let code = error_code(&body);
+    Refusal {
+        status,
+        message: format!(
+            "{op} failed: {status} {}",
+            code.as_deref().unwrap_or("(no S3 error code)")
+        ),
+        code,
     }
 }
 
@@ -359,9 +450,9 @@ mod tests {
                 })),
                 region: "us-east-1".into(),
             };
-            let getter = Getter::new(signing, "b", endpoint);
+            let bucket = Bucket::new(signing, "b", endpoint);
             for _ in 0..3 {
-                assert!(getter.credentials().await.unwrap().is_some());
+                assert!(bucket.credentials(&Method::GET).await.unwrap().is_some());
             }
             assert_eq!(
                 calls.load(Ordering::SeqCst),
@@ -373,7 +464,7 @@ mod tests {
             credentials: None,
             region: "us-east-1".into(),
         };
-        let getter = Getter::new(anonymous, "b", endpoint);
-        assert!(getter.credentials().await.unwrap().is_none());
+        let bucket = Bucket::new(anonymous, "b", endpoint);
+        assert!(bucket.credentials(&Method::GET).await.unwrap().is_none());
     }
 }
