@@ -123,6 +123,46 @@ struct VariantLookupLabel {
     result: LookupResult,
 }
 
+/// What happened to a result in the upload spool (`CACHE_DIR/.spool`): the `event` label of
+/// `imgproxy_cache_upload_spool_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum SpoolEvent {
+    /// Written to the spool on its way to the bucket.
+    Written,
+    /// Found in the spool at start-up and queued again.
+    Resumed,
+    /// Could not be written (the disk is full of waiting results, or failing): held in
+    /// memory instead, as without a spool.
+    WriteFailed,
+    /// Damaged (cut short, a checksum that does not match): removed, never uploaded.
+    Damaged,
+    /// Still waiting at shutdown: left in the spool for the next start.
+    Kept,
+}
+
+impl SpoolEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpoolEvent::Written => "written",
+            SpoolEvent::Resumed => "resumed",
+            SpoolEvent::WriteFailed => "write_failed",
+            SpoolEvent::Damaged => "damaged",
+            SpoolEvent::Kept => "kept",
+        }
+    }
+}
+
+impl EncodeLabelValue for SpoolEvent {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpoolLabel {
+    event: SpoolEvent,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: Outcome,
@@ -144,6 +184,10 @@ pub struct CacheMetrics {
     pub queue_depth: Gauge,
     /// Bytes held by copies in flight and by uploads waiting or running.
     pub queue_bytes: Gauge,
+    /// The upload spool, by [`SpoolEvent`].
+    spool: Family<SpoolLabel, Counter>,
+    /// Results in the upload spool right now.
+    pub spool_files: Gauge,
 
     // The read path.
     /// Lookups before the upstream, by [`LookupResult`].
@@ -173,6 +217,8 @@ impl CacheMetrics {
             upload_retries: Counter::default(),
             queue_depth: Gauge::default(),
             queue_bytes: Gauge::default(),
+            spool: Family::default(),
+            spool_files: Gauge::default(),
             lookups: Family::default(),
             variant_lookups: Family::default(),
             memory_bytes: Gauge::default(),
@@ -207,6 +253,16 @@ impl CacheMetrics {
             "upload_queue_bytes",
             "Bytes held by uploads waiting or running",
             metrics.queue_bytes.clone(),
+        );
+        registry.register(
+            "upload_spool",
+            "Results in the upload spool (CACHE_DIR with a bucket), by event",
+            metrics.spool.clone(),
+        );
+        registry.register(
+            "upload_spool_files",
+            "Results waiting for the bucket in the upload spool",
+            metrics.spool_files.clone(),
         );
         registry.register(
             "lookups",
@@ -263,6 +319,14 @@ impl CacheMetrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn spooled(&self, event: SpoolEvent) {
+        self.spooled_n(event, 1);
+    }
+
+    pub fn spooled_n(&self, event: SpoolEvent, n: u64) {
+        self.spool.get_or_create(&SpoolLabel { event }).inc_by(n);
     }
 
     pub fn upload(&self, outcome: Outcome) {

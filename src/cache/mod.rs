@@ -81,8 +81,9 @@ pub struct Stores {
     pub last_reads: Arc<dyn Store>,
     /// Which tier `last` is.
     pub last_tier: Tier,
-    /// The disk tier in front of a bucket (`CACHE_DIR` set with `S3_BUCKET`).
-    pub disk: Option<Arc<dyn Store>>,
+    /// The disk tier in front of a bucket (`CACHE_DIR` set with `S3_BUCKET`); its `.spool`
+    /// holds the uploads waiting for the bucket.
+    pub disk: Option<Arc<fs::FsStore>>,
 }
 
 impl Stores {
@@ -158,7 +159,7 @@ pub async fn open_store(
 }
 
 /// Opens the disk tier (walking what it holds already, which takes a while for a big one).
-async fn open_disk(disk: &DiskConfig) -> std::io::Result<Arc<dyn Store>> {
+async fn open_disk(disk: &DiskConfig) -> std::io::Result<Arc<fs::FsStore>> {
     let (dir, max_bytes) = (disk.dir.clone(), disk.max_bytes);
     let store = tokio::task::spawn_blocking(move || fs::FsStore::open(dir, max_bytes))
         .await
@@ -341,8 +342,13 @@ impl Cache {
         metrics: Arc<CacheMetrics>,
     ) -> (Arc<Cache>, Uploader) {
         let known = Arc::new(KnownKeys::new(upload.known_keys_capacity));
-        let (queue, uploader) =
-            UploadQueue::start(stores.last.clone(), upload, known, metrics.clone());
+        let (queue, uploader) = UploadQueue::start(
+            stores.last.clone(),
+            stores.disk.clone(),
+            upload,
+            known,
+            metrics.clone(),
+        );
         let memory = Memory::new(
             read.memory_max_bytes,
             read.memory_max_object_bytes.min(rules.max_bytes),
@@ -454,7 +460,12 @@ impl Cache {
         leader: Leader,
     ) -> Result<(Attached, Tier), Leader> {
         let mut local = Vec::with_capacity(2);
-        local.extend(self.stores.disk.iter().cloned());
+        local.extend(
+            self.stores
+                .disk
+                .iter()
+                .map(|disk| disk.clone() as Arc<dyn Store>),
+        );
         if self.stores.last_tier == Tier::Disk {
             local.push(self.stores.last_reads.clone());
         }
@@ -693,11 +704,12 @@ impl Cache {
     /// Brings the gauges of what the tiers hold up to date (before a scrape).
     pub fn record_usage(&self) {
         self.record_memory();
-        let disk = self.stores.disk.as_ref().or(match self.stores.last_tier {
-            Tier::Disk => Some(&self.stores.last),
-            _ => None,
-        });
-        if let Some(usage) = disk.and_then(|disk| disk.usage()) {
+        let usage = match (&self.stores.disk, self.stores.last_tier) {
+            (Some(disk), _) => Some(disk.usage()),
+            (None, Tier::Disk) => self.stores.last.usage(),
+            (None, _) => None,
+        };
+        if let Some(usage) = usage {
             let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             self.metrics.disk_bytes.set(gauge(usage.bytes));
             self.metrics.disk_entries.set(gauge(usage.entries));

@@ -8,6 +8,14 @@
 //! never waits. One dispatcher task feeds at most `UPLOAD_CONCURRENCY` uploads at a time into a
 //! `TaskTracker`, so "every upload finished" is observable.
 //!
+//! With a spool (`CACHE_DIR` next to a bucket) a result is written to `CACHE_DIR/.spool`
+//! before it waits, and the job that waits holds only its file's name: a crash, a restart
+//! or a bucket outage loses nothing, and memory stays bounded whatever the backlog (the
+//! spool is bounded by `CACHE_DIR_MAX_BYTES`). A spooled upload that fails for a reason time
+//! can fix (its retries spent) waits the longest retry delay (`UPLOAD_RETRY_MAX_MS`) and is
+//! queued again, so an outage costs one round of tries per result per pause, never a loop.
+//! At shutdown what is left stays in the spool for the next start, which queues it first.
+//!
 //! Dedup runs cheapest first: keys known to be stored (a bounded LRU) cost nothing; a key
 //! already waiting or uploading is not queued twice; the upload itself then asks the store
 //! (HEAD, or a conditional PUT).
@@ -22,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::config::UploadConfig;
+use super::fs::{Damage, FsStore, SpoolFile};
 use super::known::KnownKeys;
-use super::metrics::{CacheMetrics, Outcome};
+use super::metrics::{CacheMetrics, Outcome, SpoolEvent};
 use super::store::{Object, Store};
 use super::upload::{UploadOutcome, upload};
 
@@ -70,13 +79,18 @@ impl Offer {
 /// What a shutdown left undone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DrainReport {
-    /// Uploads still waiting or running when `SHUTDOWN_TIMEOUT_SECS` ran out.
+    /// Uploads held in memory still waiting or running when `SHUTDOWN_TIMEOUT_SECS` ran
+    /// out: lost.
     pub abandoned: usize,
+    /// Spooled uploads not done by then: kept in the spool for the next start.
+    pub kept: usize,
 }
 
 /// The handle request handlers share.
 pub struct UploadQueue {
     tx: mpsc::Sender<Job>,
+    /// Spooled jobs: bounded by the spool's room on disk, not by a count.
+    spooled: mpsc::UnboundedSender<Job>,
     bytes: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
@@ -84,6 +98,15 @@ pub struct UploadQueue {
 /// State that both the handlers and the uploads touch.
 struct Shared {
     store: Arc<dyn Store>,
+    /// The disk tier whose `.spool` holds waiting results, when there is one.
+    spool: Option<Arc<FsStore>>,
+    /// Where a spooled job goes back to after a pause (none once shutdown begins).
+    requeue: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    /// Files in the spool this process queued (written or resumed) and has not removed;
+    /// what a drain reports as kept.
+    spooled: AtomicUsize,
+    /// Jobs whose result is held in memory; what a drain that times out reports as abandoned.
+    in_memory: AtomicUsize,
     config: UploadConfig,
     metrics: Arc<CacheMetrics>,
     in_flight: Mutex<HashSet<String>>,
@@ -95,6 +118,31 @@ struct Shared {
     /// Drops since the last "queue full" line.
     drops_unlogged: AtomicUsize,
     drop_log: LogInterval,
+}
+
+impl Shared {
+    /// Counts (and for drops, logs at most once per interval) what became of a result.
+    fn record(&self, key: &str, offer: Offer) {
+        let Some(outcome) = offer.outcome() else {
+            return;
+        };
+        self.metrics.upload(outcome);
+        match offer {
+            Offer::Queued => {}
+            Offer::Skipped(_) => {
+                tracing::debug!(%key, outcome = outcome.as_str(), "upload skipped");
+            }
+            Offer::Dropped(why) => {
+                // Under a backlog drops come by the thousand per second: one line per
+                // interval with the count, not one per result (the metric counts each).
+                let dropped = self.drops_unlogged.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.drop_log.should_log() {
+                    self.drops_unlogged.fetch_sub(dropped, Ordering::Relaxed);
+                    tracing::warn!(%key, reason = ?why, dropped, "upload queue full, results dropped");
+                }
+            }
+        }
+    }
 }
 
 /// Lets a repeated warning through at most once per [`DROP_LOG_INTERVAL`].
@@ -162,10 +210,53 @@ pub struct Uploader {
 
 struct Job {
     key: String,
-    object: Object,
+    payload: Payload,
     /// A fresh rendering of a stale result: it replaces what the store holds, so no dedup.
     replace: bool,
     _reservation: Reservation,
+}
+
+impl Job {
+    /// A job for a result held in memory, counted as such until it ends or is spooled.
+    fn in_memory(key: String, object: Object, replace: bool, reservation: Reservation) -> Job {
+        reservation.shared.in_memory.fetch_add(1, Ordering::Relaxed);
+        Job {
+            key,
+            payload: Payload::Memory(object),
+            replace,
+            _reservation: reservation,
+        }
+    }
+
+    /// The job's result is in the spool now, as `file`.
+    fn spooled(&mut self, file: SpoolFile) {
+        if matches!(self.payload, Payload::Memory(_)) {
+            self._reservation
+                .shared
+                .in_memory
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        self.payload = Payload::Spooled(file);
+        self._reservation.release_bytes();
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if matches!(self.payload, Payload::Memory(_)) {
+            self._reservation
+                .shared
+                .in_memory
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where a job's result is.
+enum Payload {
+    Memory(Object),
+    /// In the spool: read (and checked) when its upload starts.
+    Spooled(SpoolFile),
 }
 
 /// Bytes taken from the upload budget (`UPLOAD_QUEUE_MAX_BYTES`) for one copy, from its first
@@ -235,6 +326,12 @@ impl Reservation {
     pub fn hold(&mut self, len: usize) -> bool {
         self.hold.grow(len)
     }
+
+    /// Gives the held bytes back (the result is in the spool now); the key stays in flight.
+    fn release_bytes(&mut self) {
+        let none = self.hold.split(0).expect("zero bytes are always held");
+        drop(std::mem::replace(&mut self.hold, none));
+    }
 }
 
 impl Drop for Reservation {
@@ -255,19 +352,27 @@ impl Drop for Reservation {
 
 impl UploadQueue {
     /// Starts the dispatcher on the current runtime.
+    /// With `spool`, results wait in its `.spool` (and those it holds from before are queued
+    /// first).
     pub fn start(
         store: Arc<dyn Store>,
+        spool: Option<Arc<FsStore>>,
         config: UploadConfig,
         known: Arc<KnownKeys>,
         metrics: Arc<CacheMetrics>,
     ) -> (UploadQueue, Uploader) {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let (spooled_tx, spooled_rx) = mpsc::unbounded_channel();
         let nice = config.nice;
         let permits = usize::try_from(config.queue_max_bytes)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
         let shared = Arc::new(Shared {
             store,
+            spool,
+            requeue: Mutex::new(Some(spooled_tx.clone())),
+            spooled: AtomicUsize::new(0),
+            in_memory: AtomicUsize::new(0),
             metrics,
             in_flight: Mutex::new(HashSet::new()),
             known,
@@ -289,6 +394,7 @@ impl UploadQueue {
             .expect("a one-thread runtime can be built whenever the process can start threads");
         let dispatcher = runtime.spawn(dispatch(
             rx,
+            spooled_rx,
             shared.clone(),
             tracker.clone(),
             closing.clone(),
@@ -296,9 +402,11 @@ impl UploadQueue {
         ));
         let queue = UploadQueue {
             tx,
+            spooled: spooled_tx,
             bytes: Arc::new(Semaphore::new(permits)),
             shared: shared.clone(),
         };
+        queue.resume();
         let uploader = Uploader {
             runtime: Some(runtime),
             dispatcher,
@@ -417,56 +525,109 @@ impl UploadQueue {
         }
     }
 
-    /// Hands a complete result, copied under `reservation`, to the background. Never waits.
+    /// Hands a complete result, copied under `reservation`, to the background. Never waits:
+    /// with a spool, the result is written to it on the blocking pool, and a result the spool
+    /// cannot take waits in memory as it would without one.
     pub fn offer(&self, mut reservation: Reservation, object: Object) -> Offer {
         let key = reservation.key.clone();
         let offer = if !reservation.replace && self.shared.known.contains(&key) {
             Offer::Skipped(Skip::Known)
         } else if !reservation.hold(object.body.len()) {
             Offer::Dropped(DropReason::Bytes)
+        } else if self.tx.is_closed() {
+            Offer::Dropped(DropReason::Closed)
         } else {
             reservation.queued = true;
             self.shared.pending.fetch_add(1, Ordering::Relaxed);
             self.shared.metrics.queue_depth.inc();
-            let job = Job {
-                key: key.clone(),
-                object,
-                replace: reservation.replace,
-                _reservation: reservation,
-            };
-            match self.tx.try_send(job) {
-                Ok(()) => Offer::Queued,
-                Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
-                Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped(DropReason::Closed),
+            let replace = reservation.replace;
+            let job = Job::in_memory(key.clone(), object, replace, reservation);
+            match &self.shared.spool {
+                Some(spool) => {
+                    self.spool(spool.clone(), job);
+                    Offer::Queued
+                }
+                None => self.send(job),
             }
         };
         self.record(&key, offer);
         offer
     }
 
-    /// Counts (and for drops, logs at most once per interval) what became of a result.
-    pub fn record(&self, key: &str, offer: Offer) {
-        let Some(outcome) = offer.outcome() else {
-            return;
-        };
-        self.shared.metrics.upload(outcome);
-        match offer {
-            Offer::Queued => {}
-            Offer::Skipped(_) => {
-                tracing::debug!(%key, outcome = outcome.as_str(), "upload skipped");
-            }
-            Offer::Dropped(why) => {
-                // Under a backlog drops come by the thousand per second: one line per
-                // interval with the count, not one per result (the metric counts each).
-                let dropped = self.shared.drops_unlogged.fetch_add(1, Ordering::Relaxed) + 1;
-                if self.shared.drop_log.should_log() {
-                    self.shared
-                        .drops_unlogged
-                        .fetch_sub(dropped, Ordering::Relaxed);
-                    tracing::warn!(%key, reason = ?why, dropped, "upload queue full, results dropped");
+    /// Sends a job held in memory to the dispatcher.
+    fn send(&self, job: Job) -> Offer {
+        match self.tx.try_send(job) {
+            Ok(()) => Offer::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped(DropReason::Closed),
+        }
+    }
+
+    /// Writes a job's result to the spool, then queues the job by its file's name alone.
+    fn spool(&self, spool: Arc<FsStore>, mut job: Job) {
+        let (tx, spooled, shared) = (self.tx.clone(), self.spooled.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            let Payload::Memory(object) = &job.payload else {
+                unreachable!("only results held in memory are spooled")
+            };
+            match spool.spool(&job.key, object, job.replace).await {
+                Ok(file) => {
+                    shared.metrics.spooled(SpoolEvent::Written);
+                    shared.metrics.spool_files.inc();
+                    shared.spooled.fetch_add(1, Ordering::Relaxed);
+                    job.spooled(file);
+                    // Closed at shutdown: the file stays for the next start.
+                    let _ = spooled.send(job);
+                }
+                Err(error) => {
+                    shared.metrics.spooled(SpoolEvent::WriteFailed);
+                    if shared.drop_log.should_log() {
+                        tracing::warn!(key = %job.key, %error, "cannot write to the upload spool; the result waits in memory");
+                    }
+                    let key = job.key.clone();
+                    let offer = match tx.try_send(job) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            Offer::Dropped(DropReason::Closed)
+                        }
+                    };
+                    shared.record(&key, offer);
                 }
             }
+        });
+    }
+
+    /// Queues what the spool held at start-up, each key in flight until its upload ends.
+    fn resume(&self) {
+        let Some(spool) = &self.shared.spool else {
+            return;
+        };
+        for file in spool.take_resumed() {
+            let Ok(hold) = self.hold(0) else { continue };
+            let Ok(mut reservation) = self.claim(&file.key, hold) else {
+                continue;
+            };
+            reservation.queued = true;
+            reservation.replace = file.replace;
+            self.shared.pending.fetch_add(1, Ordering::Relaxed);
+            self.shared.spooled.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.queue_depth.inc();
+            self.shared.metrics.spool_files.inc();
+            self.shared.metrics.spooled(SpoolEvent::Resumed);
+            let job = Job {
+                key: file.key.clone(),
+                replace: file.replace,
+                payload: Payload::Spooled(file),
+                _reservation: reservation,
+            };
+            let _ = self.spooled.send(job);
         }
+    }
+
+    /// Counts (and for drops, logs at most once per interval) what became of a result.
+    pub fn record(&self, key: &str, offer: Offer) {
+        self.shared.record(key, offer);
     }
 
     /// Remembers that `key` is in the store (read from it), so no upload of it is tried.
@@ -487,7 +648,7 @@ impl UploadQueue {
 
 impl Uploader {
     /// Stops taking new work, finishes what was queued within `timeout`, and abandons the
-    /// rest.
+    /// rest; spooled uploads not finished stay in the spool.
     pub async fn drain(mut self, timeout: Duration) -> DrainReport {
         self.closing.cancel();
         let tracker = self.tracker.clone();
@@ -498,14 +659,20 @@ impl Uploader {
             tracker.wait().await;
         })
         .await;
-        if finished.is_ok() {
-            return DrainReport::default();
+        let abandoned = if finished.is_ok() {
+            0
+        } else {
+            let abandoned = self.shared.in_memory.load(Ordering::Relaxed);
+            self.abort.cancel();
+            self.tracker.close();
+            self.tracker.wait().await;
+            abandoned
+        };
+        let kept = self.shared.spooled.load(Ordering::Relaxed);
+        if kept > 0 {
+            self.shared.metrics.spooled_n(SpoolEvent::Kept, kept as u64);
         }
-        let abandoned = self.shared.pending.load(Ordering::Relaxed);
-        self.abort.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-        DrainReport { abandoned }
+        DrainReport { abandoned, kept }
     }
 }
 
@@ -521,58 +688,129 @@ impl Drop for Uploader {
 
 async fn dispatch(
     mut rx: mpsc::Receiver<Job>,
+    mut spooled_rx: mpsc::UnboundedReceiver<Job>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     closing: CancellationToken,
     abort: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(shared.config.concurrency));
-    loop {
-        let next = tokio::select! {
+    let (mut memory_open, mut spool_open, mut closed) = (true, true, false);
+    while memory_open || spool_open {
+        let job = tokio::select! {
             biased;
             () = abort.cancelled() => return,
-            // Closing lets the jobs already queued through; new offers see `Closed`.
-            () = closing.cancelled(), if !rx.is_closed() => {
+            // Closing lets the jobs already queued through; new offers see `Closed`, and
+            // spooled jobs that fail stay in the spool.
+            () = closing.cancelled(), if !closed => {
+                closed = true;
                 rx.close();
+                spooled_rx.close();
+                shared.requeue.lock().expect("no code panics while holding this lock").take();
                 continue;
             }
-            job = rx.recv() => job,
+            job = rx.recv(), if memory_open => match job {
+                Some(job) => job,
+                None => {
+                    memory_open = false;
+                    continue;
+                }
+            },
+            job = spooled_rx.recv(), if spool_open => match job {
+                Some(job) => job,
+                None => {
+                    spool_open = false;
+                    continue;
+                }
+            },
         };
-        let Some(job) = next else { return };
         let slot = tokio::select! {
             () = abort.cancelled() => return,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
         let shared = shared.clone();
-        let abort = abort.clone();
+        let (abort, closing) = (abort.clone(), closing.clone());
+        let paused = tracker.clone();
         tracker.spawn(async move {
-            tokio::select! {
+            let again = tokio::select! {
                 () = abort.cancelled() => {
                     shared.metrics.upload(Outcome::Abandoned);
                     tracing::warn!(key = %job.key, "upload abandoned at shutdown");
+                    false
                 }
-                () = run_job(&shared, &job) => {}
-            }
+                again = run_job(&shared, &job) => again,
+            };
             drop(slot);
+            if again {
+                paused.spawn(async move {
+                    tokio::select! {
+                        () = closing.cancelled() => {}
+                        () = tokio::time::sleep(shared.config.retry_max) => {
+                            let requeue = shared.requeue.lock().expect("no code panics while holding this lock").clone();
+                            if let Some(requeue) = requeue {
+                                let _ = requeue.send(job);
+                            }
+                        }
+                    }
+                });
+            }
         });
     }
 }
 
-async fn run_job(shared: &Shared, job: &Job) {
+/// Runs one job; `true` when it is a spooled one to try again later (its file stays).
+async fn run_job(shared: &Shared, job: &Job) -> bool {
     let started = Instant::now();
-    let bytes = job.object.body.len();
+    let key = &job.key;
+    let spooled;
+    let (object, file) = match &job.payload {
+        Payload::Memory(object) => (object, None),
+        Payload::Spooled(file) => {
+            let spool = shared
+                .spool
+                .as_ref()
+                .expect("spooled jobs come from a spool");
+            match spool.unspool(file).await {
+                Ok(object) => {
+                    spooled = object;
+                    (&spooled, Some((spool, file)))
+                }
+                Err(Damage::Corrupt(why)) => {
+                    shared.metrics.spooled(SpoolEvent::Damaged);
+                    tracing::warn!(%key, path = %file.path().display(), why, "damaged spool file removed, not uploaded");
+                    shared.unspooled(spool, file).await;
+                    return false;
+                }
+                Err(Damage::Io(error)) => {
+                    tracing::warn!(%key, %error, "cannot read the upload spool; trying again later");
+                    return true;
+                }
+            }
+        }
+    };
+    let bytes = object.body.len();
     let outcome = upload(
         &*shared.store,
-        &job.key,
-        &job.object,
+        key,
+        object,
         job.replace,
         &shared.config,
         &shared.metrics,
     )
     .await;
-    shared.metrics.upload(outcome.label());
     let duration_ms = started.elapsed().as_millis() as u64;
-    let key = &job.key;
+    if let (UploadOutcome::Failed { error, .. }, Some(_)) = (&outcome, file)
+        && error.is_transient()
+    {
+        if shared.drop_log.should_log() {
+            tracing::warn!(%key, %error, pause = ?shared.config.retry_max, "spooled upload failed; it stays in the spool and is tried again");
+        }
+        return true;
+    }
+    shared.metrics.upload(outcome.label());
+    if let Some((spool, file)) = file {
+        shared.unspooled(spool, file).await;
+    }
     match &outcome {
         UploadOutcome::Stored { attempts } | UploadOutcome::Exists { attempts } => {
             // Remember before the ticket releases the key, so no repeat slips in between.
@@ -585,5 +823,15 @@ async fn run_job(shared: &Shared, job: &Job) {
             }
             _ => tracing::warn!(%key, bytes, attempts, duration_ms, %error, "upload failed"),
         },
+    }
+    false
+}
+
+impl Shared {
+    /// Removes a spool file whose upload is over.
+    async fn unspooled(&self, spool: &FsStore, file: &SpoolFile) {
+        spool.remove_spooled(file.clone()).await;
+        self.spooled.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.spool_files.dec();
     }
 }

@@ -140,7 +140,13 @@ pub async fn run(
     if report.abandoned > 0 {
         tracing::warn!(
             abandoned = report.abandoned,
+            kept_in_spool = report.kept,
             "uploads left undone at shutdown"
+        );
+    } else if report.kept > 0 {
+        tracing::info!(
+            kept_in_spool = report.kept,
+            "uploads not finished are kept in the spool for the next start"
         );
     } else {
         tracing::info!("all uploads finished");

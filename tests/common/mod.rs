@@ -812,6 +812,12 @@ impl ProxyProcess {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Kills it with SIGKILL, as a crash or the OOM killer would, and waits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for ProxyProcess {

@@ -3,8 +3,10 @@
 //!
 //! `CACHE_DIR/<key>` holds the body bytes exactly as served, so the directory can be browsed or
 //! served by any static file server; `CACHE_DIR/.meta/<key>` holds its metadata (`meta`);
-//! `CACHE_DIR/.tmp` files being written; `CACHE_DIR/.lock` keeps a second process out (it
-//! would sweep this one's temporary files and count the same bytes against a second cap).
+//! `CACHE_DIR/.tmp` files being written; `CACHE_DIR/.spool` results waiting for the bucket
+//! (`spool`: charged against the cap like objects, never evicted); `CACHE_DIR/.lock` keeps a
+//! second process out (it would sweep this one's temporary files and count the same bytes
+//! against a second cap).
 //!
 //! - **Writes** go to `.tmp`, are fsynced, renamed into place and their directory fsynced:
 //!   metadata first, body last, so the body appearing is the commit point. Replacing an
@@ -32,6 +34,7 @@
 mod index;
 mod meta;
 mod scan;
+mod spool;
 #[cfg(test)]
 mod tests;
 
@@ -49,6 +52,7 @@ use tokio_util::io::ReaderStream;
 use super::object::{Meta, Object, Reading, unix_secs};
 use super::store::{PutMode, PutOutcome, Store, StoreError, Usage};
 use index::Shared;
+pub use spool::{Damage, SpoolFile};
 
 /// `CACHE_DIR_MAX_BYTES`: the most the directory holds, 1 GiB unless set. A 50 KB result is
 /// charged 56 KiB (see [`charge`]), so that is about 19 000 results: a day's working set for
@@ -99,6 +103,8 @@ struct Inner {
     shared: Shared,
     /// Makes temporary names unique within this process (the lock keeps others out).
     next_tmp: AtomicU64,
+    /// Spool files found at start-up, until the upload queue takes them.
+    resumed: std::sync::Mutex<Vec<SpoolFile>>,
     /// Holds the directory's lock while the store lives.
     _lock: File,
 }
@@ -115,19 +121,24 @@ impl FsStore {
     pub fn open(root: impl Into<PathBuf>, max_bytes: u64) -> std::io::Result<FsStore> {
         let root = root.into();
         refuse_foreign(&root)?;
-        for dir in [META_DIR, TMP_DIR] {
+        for dir in [META_DIR, TMP_DIR, spool::SPOOL_DIR] {
             let dir = root.join(dir);
             std::fs::create_dir_all(&dir).map_err(|e| named("creating", &dir, e))?;
         }
         let lock = lock(&root)?;
         let scan = scan::scan(&root)?;
+        let spooled = scan::spooled(&root)?;
         let inner = Inner {
             root,
             max_bytes,
             shared: Shared::new(),
             next_tmp: AtomicU64::new(0),
+            resumed: std::sync::Mutex::new(Vec::new()),
             _lock: lock,
         };
+        inner.shared.lock().bytes = spooled.files.iter().map(|file| file.charge).sum();
+        let spooled_files = spooled.files.len();
+        *inner.resumed.lock().unwrap_or_else(|e| e.into_inner()) = spooled.files;
         let evicted = inner.rebuild(scan.objects);
         let usage = inner.usage();
         tracing::info!(
@@ -138,6 +149,8 @@ impl FsStore {
             evicted,
             temporary_files_swept = scan.temps,
             orphans_removed = scan.orphans,
+            spooled_uploads = spooled_files,
+            damaged_spool_files_removed = spooled.damaged,
             "disk tier opened"
         );
         Ok(FsStore {
@@ -148,6 +161,51 @@ impl FsStore {
     /// What the tier holds (the same as [`Store::usage`], without the `Option`).
     pub fn usage(&self) -> Usage {
         self.inner.usage()
+    }
+
+    /// The spool files found when the store was opened (once: later calls get none).
+    pub fn take_resumed(&self) -> Vec<SpoolFile> {
+        std::mem::take(&mut *self.inner.resumed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Writes `object` to the spool for its upload to `key`, durably, charged against the cap
+    /// (least recently used objects make room; spooled results never do).
+    ///
+    /// # Errors
+    /// No room even with every object out (the cap is full of spooled results), or the
+    /// directory cannot be written.
+    pub async fn spool(
+        &self,
+        key: &str,
+        object: &Object,
+        replace: bool,
+    ) -> Result<SpoolFile, StoreError> {
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        let object = object.clone();
+        blocking(move || inner.spool(&key, &object, replace)).await
+    }
+
+    /// Reads a spooled result back, checked whole.
+    ///
+    /// # Errors
+    /// The file is damaged ([`Damage::Corrupt`]: it must be removed, never uploaded) or
+    /// cannot be read.
+    pub async fn unspool(&self, file: &SpoolFile) -> Result<Object, Damage> {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || spool::read(&file))
+            .await
+            .map_err(|e| Damage::Io(std::io::Error::other(e)))?
+    }
+
+    /// Removes a spool file whose upload is over (stored, or never to be), and its charge.
+    pub async fn remove_spooled(&self, file: SpoolFile) {
+        let inner = self.inner.clone();
+        let _ = blocking(move || {
+            inner.remove_spooled(&file);
+            Ok(())
+        })
+        .await;
     }
 }
 
@@ -299,6 +357,62 @@ impl Inner {
         victims.len()
     }
 
+    /// Makes room for `charge` more bytes, evicting least recently used objects; `false`
+    /// (and nothing reserved) when even that leaves the total over the cap, which only
+    /// spooled results, never evicted, can cause.
+    fn reserve(&self, charge: u64) -> bool {
+        for victim in self.shared.make_room(charge, self.max_bytes) {
+            self.remove_files(victim.key());
+        }
+        let mut index = self.shared.lock();
+        if index.bytes > self.max_bytes && index.bytes > charge {
+            index.release(charge);
+            return false;
+        }
+        true
+    }
+
+    fn full(&self, key: &str) -> StoreError {
+        StoreError::transient(format!(
+            "{key}: no room in the disk tier of {} bytes: results waiting for the bucket fill it",
+            self.max_bytes
+        ))
+    }
+
+    fn spool(&self, key: &str, object: &Object, replace: bool) -> Result<SpoolFile, StoreError> {
+        let bytes =
+            spool::encode(key, object, replace).map_err(|e| StoreError::permanent(e, None))?;
+        let charge = charge(bytes.len() as u64);
+        if !self.reserve(charge) {
+            return Err(self.full(key));
+        }
+        let path = spool::path_of(&self.root, key);
+        let tmp = self.tmp_path();
+        let written = write_synced(&tmp, &bytes)
+            .map_err(|e| io_error("writing", &tmp, e))
+            .and_then(|()| self.move_into_place(&tmp, &path));
+        if let Err(e) = written {
+            remove_quietly(&tmp);
+            self.shared.lock().release(charge);
+            return Err(e);
+        }
+        Ok(SpoolFile {
+            key: key.to_owned(),
+            replace,
+            path,
+            charge,
+        })
+    }
+
+    fn remove_spooled(&self, file: &SpoolFile) {
+        match std::fs::remove_file(&file.path) {
+            Err(e) if e.kind() != IoKind::NotFound => {
+                tracing::warn!(path = %file.path.display(), error = %e, "cannot remove a spool file");
+            }
+            _ => self.shared.lock().release(file.charge),
+        }
+    }
+
     fn put(&self, key: &str, object: &Object, mode: PutMode) -> Result<PutOutcome, StoreError> {
         let (body_path, meta_path) = self.paths(key)?;
         let meta = meta::encode(&object.meta, object.len())?;
@@ -318,8 +432,8 @@ impl Inner {
         if mode == PutMode::IfAbsent && self.shared.lock().lru.contains(key) {
             return Ok(PutOutcome::AlreadyExists);
         }
-        for victim in self.shared.make_room(charge, self.max_bytes) {
-            self.remove_files(victim.key());
+        if !self.reserve(charge) {
+            return Err(self.full(key));
         }
         let tmp_meta = self.tmp_path();
         let tmp_body = self.tmp_path();

@@ -12,7 +12,8 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{META_DIR, TMP_DIR, named, reserved};
+use super::spool::{self, SPOOL_DIR, SpoolFile};
+use super::{META_DIR, TMP_DIR, charge, named, reserved};
 
 /// A whole object found on disk.
 pub(super) struct Found {
@@ -70,6 +71,38 @@ pub(super) fn scan(root: &Path) -> std::io::Result<Scan> {
         objects,
         temps,
         orphans,
+    })
+}
+
+/// What the spool holds: its files, oldest first, each with its header read.
+pub(super) struct Spooled {
+    pub files: Vec<SpoolFile>,
+    /// Files whose header could not be read: removed.
+    pub damaged: usize,
+}
+
+/// Reads the header of every spool file; removes those that have none.
+pub(super) fn spooled(root: &Path) -> std::io::Result<Spooled> {
+    let dir = root.join(SPOOL_DIR);
+    let mut found = Vec::new();
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&dir).map_err(|e| named("reading", &dir, e))? {
+        let entry = entry.map_err(|e| named("reading", &dir, e))?;
+        let path = entry.path();
+        let stat = entry.metadata().map_err(|e| named("reading", &path, e))?;
+        match spool::peek(&path, charge(stat.len())) {
+            Ok(file) => found.push((stat.modified().unwrap_or(SystemTime::UNIX_EPOCH), file)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "damaged spool file removed");
+                remove(&path)?;
+                damaged += 1;
+            }
+        }
+    }
+    found.sort_by_key(|(at, _)| *at);
+    Ok(Spooled {
+        files: found.into_iter().map(|(_, file)| file).collect(),
+        damaged,
     })
 }
 

@@ -1,0 +1,245 @@
+//! Nothing lost: with a disk tier beside the bucket, results waiting for upload are spooled
+//! on disk, so a bucket outage longer than the memory queue, a SIGTERM with the bucket down,
+//! and a `kill -9` all end with every result in the bucket, byte for byte — and a damaged
+//! spool file is never uploaded. Real servers throughout: s3s-fs behind a front that fails
+//! PUTs on purpose, the proxy in-process or as its own process.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+/// Makes every PUT fail (500 InternalError) until [`bucket_back`]: a bucket outage as the
+/// upload path sees it.
+fn bucket_down(s3: &S3) {
+    s3.faults.fail_puts.store(usize::MAX / 2, Ordering::SeqCst);
+}
+
+fn bucket_back(s3: &S3) {
+    s3.faults.fail_puts.store(0, Ordering::SeqCst);
+}
+
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every path is in the bucket with the bytes the client got, and nothing else is.
+async fn bucket_holds_exactly(s3: &S3, paths: &[String]) {
+    let mut want: Vec<String> = paths.iter().map(|p| key(p)).collect();
+    want.sort();
+    let mut keys = s3.keys().await;
+    keys.sort();
+    assert_eq!(keys, want);
+    for path in paths {
+        let (body, content_type, _) = s3.object(&key(path)).await.unwrap();
+        assert_eq!(body, body_for(path), "{path}");
+        assert_eq!(content_type, "image/jpeg", "{path}");
+    }
+}
+
+fn paths(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("/ok/{prefix}-{i}.jpg")).collect()
+}
+
+async fn fetch_all(url: impl Fn(&str) -> String, paths: &[String]) {
+    for path in paths {
+        let (status, _, body) = get(&url(path)).await;
+        assert_eq!((status, body), (http::StatusCode::OK, body_for(path)));
+    }
+}
+
+/// The settings that point a proxy process at `s3`, with its disk tier in `dir`.
+fn s3_env<'a>(s3: &'a S3, dir: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("S3_BUCKET", BUCKET),
+        ("S3_ENDPOINT", &s3.endpoint),
+        ("S3_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("CACHE_DIR", dir),
+        ("UPLOAD_RETRY_BASE_MS", "10"),
+        ("UPLOAD_RETRY_MAX_MS", "50"),
+    ]
+}
+
+/// The spool file of the result stored under `path`.
+fn spool_file(dir: &std::path::Path, path: &str) -> std::path::PathBuf {
+    dir.join(".spool")
+        .join(hex::encode(Sha256::digest(key(path).as_bytes())))
+}
+
+/// An outage with 30 results and room for 2 in the memory queue: every one is spooled, none
+/// dropped, and all reach the bucket once it is back. Without the spool 28 would be dropped.
+#[tokio::test]
+async fn a_bucket_outage_longer_than_the_memory_queue_loses_nothing() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = s3.stores();
+    stores.disk = Some(std::sync::Arc::new(
+        imgproxy_cache::cache::fs::FsStore::open(dir.path(), 64 << 20).unwrap(),
+    ));
+    let proxy = Proxy::start(config(&upstream, &[("UPLOAD_QUEUE_CAPACITY", "2")]), stores).await;
+    bucket_down(&s3);
+    let paths = paths("outage", 30);
+    fetch_all(|p| proxy.url(p), &paths).await;
+    until("every result spooled", async || {
+        metric(
+            &proxy.metrics().await,
+            r#"imgproxy_cache_upload_spool_total{event="written"}"#,
+        ) >= 30.0
+    })
+    .await;
+    until("uploads tried and failed during the outage", async || {
+        s3.puts() >= 60
+    })
+    .await;
+    assert!(s3.keys().await.is_empty());
+    bucket_back(&s3);
+    until("every result stored", async || s3.keys().await.len() == 30).await;
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_uploads_total{outcome="dropped_full"}"#
+        ),
+        0.0
+    );
+    until("the spool emptied", async || {
+        metric(&proxy.metrics().await, "imgproxy_cache_upload_spool_files") == 0.0
+    })
+    .await;
+    let report = proxy.shutdown().await;
+    assert_eq!((report.abandoned, report.kept), (0, 0));
+    bucket_holds_exactly(&s3, &paths).await;
+    let left = std::fs::read_dir(dir.path().join(".spool"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "spool files left after their uploads");
+}
+
+/// SIGTERM while the bucket is down: the drain reports what it keeps, the files stay, and
+/// the next start uploads them.
+#[tokio::test]
+async fn what_a_shutdown_cannot_upload_waits_in_the_spool_for_the_next_start() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let mut stores = s3.stores();
+        stores.disk = Some(std::sync::Arc::new(
+            imgproxy_cache::cache::fs::FsStore::open(dir.path(), 64 << 20).unwrap(),
+        ));
+        stores
+    };
+    let short = [("SHUTDOWN_TIMEOUT_SECS", "1")];
+    let proxy = Proxy::start(config(&upstream, &short), open()).await;
+    bucket_down(&s3);
+    let paths = paths("shutdown", 5);
+    fetch_all(|p| proxy.url(p), &paths).await;
+    until("every result spooled", async || {
+        metric(
+            &proxy.metrics().await,
+            r#"imgproxy_cache_upload_spool_total{event="written"}"#,
+        ) >= 5.0
+    })
+    .await;
+    let report = proxy.shutdown().await;
+    assert_eq!((report.abandoned, report.kept), (0, 5));
+    assert!(s3.keys().await.is_empty());
+    for path in &paths {
+        assert!(spool_file(dir.path(), path).is_file(), "{path} kept");
+    }
+    bucket_back(&s3);
+    let renders = upstream.requests.load(Ordering::SeqCst);
+    let restarted = Proxy::start(config(&upstream, &short), open()).await;
+    until("the kept results stored", async || {
+        s3.keys().await.len() == 5
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &restarted.metrics().await,
+            r#"imgproxy_cache_upload_spool_total{event="resumed"}"#
+        ),
+        5.0
+    );
+    assert_eq!(
+        upstream.requests.load(Ordering::SeqCst),
+        renders,
+        "nothing rendered again"
+    );
+    restarted.shutdown().await;
+    bucket_holds_exactly(&s3, &paths).await;
+}
+
+/// `kill -9` with uploads waiting (the bucket down), then a damaged spool file (a byte
+/// flipped) and a torn one (cut short): after the restart the whole ones are stored, the
+/// damaged ones are counted, removed and never uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_spool_is_uploaded_and_damaged_files_never_are() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().to_str().unwrap();
+    bucket_down(&s3);
+    let paths = paths("killed", 6);
+    let mut first = ProxyProcess::start(&upstream.url(), &s3_env(&s3, cache_dir));
+    fetch_all(|p| first.url(p), &paths).await;
+    until("every result spooled", async || {
+        metric(
+            &first.metrics().await,
+            r#"imgproxy_cache_upload_spool_total{event="written"}"#,
+        ) >= 6.0
+    })
+    .await;
+    first.kill();
+    assert!(s3.keys().await.is_empty());
+
+    let flipped = spool_file(dir.path(), &paths[0]);
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&flipped, bytes).unwrap();
+    let torn = spool_file(dir.path(), &paths[1]);
+    let len = std::fs::metadata(&torn).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&torn)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    bucket_back(&s3);
+    let mut second = ProxyProcess::start(&upstream.url(), &s3_env(&s3, cache_dir));
+    // Counted once it is ready: its start-up health check is a request too.
+    let renders = upstream.requests.load(Ordering::SeqCst);
+    until("the whole results stored", async || {
+        s3.keys().await.len() == 4
+    })
+    .await;
+    until("the spool emptied", async || {
+        metric(&second.metrics().await, "imgproxy_cache_upload_spool_files") == 0.0
+    })
+    .await;
+    let metrics = second.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_upload_spool_total{event="damaged"}"#
+        ),
+        2.0
+    );
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), renders);
+    assert!(!flipped.exists() && !torn.exists());
+    second.stop();
+    bucket_holds_exactly(&s3, &paths[2..]).await;
+}
