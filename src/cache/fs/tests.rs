@@ -593,3 +593,46 @@ async fn a_kill_9_at_any_moment_leaves_no_partial_object() {
         assert!(found > 0, "round {round}");
     }
 }
+
+/// Spooled results take their room from the cap like objects, push least recently used
+/// objects out, and are never pushed out themselves: once they fill the cap, new spool files
+/// and new objects are refused (the caller counts it) instead of going over.
+#[tokio::test]
+async fn spooled_results_are_never_evicted_and_a_full_spool_refuses_more() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for four 8 KiB bodies with their header or metadata block.
+    let store = FsStore::open(dir.path(), 4 * charge(8 * 1024 + 200)).unwrap();
+    put(&store, "old", &object(pattern(8 * 1024, 1))).await;
+    let mut spooled = Vec::new();
+    for i in 0..4 {
+        let key = format!("s{i}");
+        let file = store
+            .spool(&key, &object(pattern(8 * 1024, i)), false)
+            .await;
+        spooled.push(file.unwrap_or_else(|e| panic!("{key}: {e}")));
+    }
+    assert!(read(&store, "old").await.is_none(), "the object made room");
+    let refused = store
+        .spool("s4", &object(pattern(8 * 1024, 9)), false)
+        .await;
+    assert!(refused.is_err_and(|e| e.is_transient()));
+    let refused = store
+        .put("new", &object(pattern(8 * 1024, 9)), PutMode::Overwrite)
+        .await;
+    assert!(refused.is_err());
+    assert!(bytes_on_disk(dir.path()) <= store.inner.max_bytes + BLOCK);
+    for (i, file) in spooled.iter().enumerate() {
+        let back = store.unspool(file).await.unwrap();
+        assert_eq!(back.body, pattern(8 * 1024, i as u8));
+    }
+    // Once one is uploaded and removed, there is room again.
+    store.remove_spooled(spooled.remove(0)).await;
+    put(&store, "new", &object(pattern(8 * 1024, 9))).await;
+    drop(store);
+    // A restart finds the three still waiting, and charges them.
+    let store = FsStore::open(dir.path(), 4 * charge(8 * 1024 + 200)).unwrap();
+    let mut resumed: Vec<String> = store.take_resumed().into_iter().map(|f| f.key).collect();
+    resumed.sort();
+    assert_eq!(resumed, ["s1", "s2", "s3"]);
+    assert!(read(&store, "new").await.is_some());
+}
