@@ -232,7 +232,7 @@ pub const SETTINGS: &[Setting] = &[
     row(
         "CACHE_DIR",
         "(./cache without a bucket; unset with one)",
-        "Directory of the local store; with `S3_BUCKET`, of the disk tier in front of the bucket. A directory of its own.",
+        "Directory of the local store; with `S3_BUCKET`, of the disk tier in front of the bucket and of the upload spool. A directory of its own.",
     ),
     row(
         "CACHE_DIR_MAX_BYTES",
