@@ -243,3 +243,66 @@ async fn after_kill_9_the_spool_is_uploaded_and_damaged_files_never_are() {
     second.stop();
     bucket_holds_exactly(&s3, &paths[2..]).await;
 }
+
+/// `CACHE_DIR` removed at run time: every client still gets its result, every result still
+/// reaches the bucket, the failures are counted and the tier is bypassed instead of failing
+/// once per request; once the directory is back, the tier is used again.
+#[tokio::test]
+async fn a_failing_cache_dir_is_bypassed_and_clients_never_notice() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let mut stores = s3.stores();
+    stores.disk = Some(std::sync::Arc::new(
+        imgproxy_cache::cache::fs::FsStore::open(&cache_dir, 64 << 20).unwrap(),
+    ));
+    let settings = [
+        ("MEMORY_CACHE_MAX_BYTES", "0"),
+        ("STORE_READ_BREAKER_FAILURES", "2"),
+        ("STORE_READ_BREAKER_SECS", "1"),
+    ];
+    let proxy = Proxy::start(config(&upstream, &settings), stores).await;
+    let before = paths("before", 1);
+    fetch_all(|p| proxy.url(p), &before).await;
+    until("the first result on disk and in the bucket", async || {
+        metric(&proxy.metrics().await, "imgproxy_cache_disk_entries") >= 1.0
+            && s3.keys().await.len() == 1
+    })
+    .await;
+
+    std::fs::remove_dir_all(&cache_dir).unwrap();
+    let during = paths("during", 20);
+    fetch_all(|p| proxy.url(p), &during).await;
+    // The result the tier lost is read from the bucket.
+    let (_, headers, body) = get(&proxy.url(&before[0])).await;
+    assert_eq!(
+        (headers["x-cache"].to_str().unwrap(), body),
+        ("HIT bucket", body_for(&before[0]))
+    );
+    until("every result stored", async || s3.keys().await.len() == 21).await;
+    let metrics = proxy.metrics().await;
+    let errors = metric(&metrics, r#"imgproxy_cache_disk_errors_total{op="write"}"#);
+    let bypassed = metric(&metrics, "imgproxy_cache_disk_bypassed_total");
+    assert!(errors >= 2.0, "{errors} write errors counted");
+    assert!(
+        bypassed >= 1.0 && errors < 20.0,
+        "{errors} failed writes and {bypassed} bypassed for 20 results"
+    );
+
+    for sub in ["", ".meta", ".tmp", ".spool"] {
+        std::fs::create_dir_all(cache_dir.join(sub)).unwrap();
+    }
+    let mut n = 0;
+    until("the tier used again", async || {
+        n += 1;
+        fetch_all(|p| proxy.url(p), &[format!("/ok/after-{n}.jpg")]).await;
+        metric(&proxy.metrics().await, "imgproxy_cache_disk_entries") >= 1.0
+    })
+    .await;
+    proxy.shutdown().await;
+    let mut all = before;
+    all.extend(during);
+    all.extend((1..=n).map(|i| format!("/ok/after-{i}.jpg")));
+    bucket_holds_exactly(&s3, &all).await;
+}

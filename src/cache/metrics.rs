@@ -158,6 +158,33 @@ impl EncodeLabelValue for SpoolEvent {
     }
 }
 
+/// A disk-tier operation that failed: the `op` label of `imgproxy_cache_disk_errors_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DiskOp {
+    Read,
+    Write,
+}
+
+impl DiskOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskOp::Read => "read",
+            DiskOp::Write => "write",
+        }
+    }
+}
+
+impl EncodeLabelValue for DiskOp {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiskOpLabel {
+    op: DiskOp,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SpoolLabel {
     event: SpoolEvent,
@@ -204,6 +231,10 @@ pub struct CacheMetrics {
     pub disk_entries: Gauge,
     /// Results the disk tier removed to make room.
     pub disk_evictions: Counter,
+    /// Disk-tier reads and copies that failed, by [`DiskOp`].
+    disk_errors: Family<DiskOpLabel, Counter>,
+    /// Disk-tier reads and copies skipped while the tier was failing (`disk_guard`).
+    pub disk_bypassed: Counter,
     /// Lookups in the bucket before the upstream (`cache::guard`).
     pub bucket_reads: BucketReadMetrics,
 }
@@ -227,6 +258,8 @@ impl CacheMetrics {
             disk_bytes: Gauge::default(),
             disk_entries: Gauge::default(),
             disk_evictions: Counter::default(),
+            disk_errors: Family::default(),
+            disk_bypassed: Counter::default(),
             bucket_reads: BucketReadMetrics::default(),
         };
         registry.register(
@@ -304,6 +337,16 @@ impl CacheMetrics {
             "Results the disk tier removed to make room",
             metrics.disk_evictions.clone(),
         );
+        registry.register(
+            "disk_errors",
+            "Disk-tier reads and copies that failed, by operation",
+            metrics.disk_errors.clone(),
+        );
+        registry.register(
+            "disk_bypassed",
+            "Disk-tier reads and copies skipped while the tier was failing",
+            metrics.disk_bypassed.clone(),
+        );
         metrics.bucket_reads.register(registry);
         metrics
     }
@@ -319,6 +362,10 @@ impl CacheMetrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn disk_error(&self, op: DiskOp) {
+        self.disk_errors.get_or_create(&DiskOpLabel { op }).inc();
     }
 
     pub fn spooled(&self, event: SpoolEvent) {

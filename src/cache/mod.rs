@@ -14,7 +14,8 @@
 //! - `queue` and `upload`: the bounded upload queue, its retries and dedup against the store.
 //! - `store`, `s3`, `fs`: the [`Store`] trait and its two implementations (a bucket; the local
 //!   directory, which is the disk tier); `guard`: lookups in the bucket behind a timeout and a
-//!   circuit breaker.
+//!   circuit breaker; `disk_guard`: the same breaker in front of the disk tier, which a
+//!   failing `CACHE_DIR` then bypasses.
 //! - `metrics`: the cache's metrics, with enum labels.
 //!
 //! A lookup ([`Cache::lookup`]) asks memory, then the flights in progress, then — as the key's
@@ -23,6 +24,7 @@
 //! asked in `read_tiers` and written by `landed`.
 
 pub mod config;
+mod disk_guard;
 mod fill;
 pub mod flight;
 pub mod freshness;
@@ -60,7 +62,7 @@ use guard::{Guarded, ReadGuard};
 pub use key::cache_key;
 use known::KnownKeys;
 use memory::Memory;
-use metrics::{CacheMetrics, LookupResult, Outcome};
+use metrics::{CacheMetrics, DiskOp, LookupResult, Outcome};
 pub use object::{Meta, Object, Reading};
 use policy::{Cacheable, NotCacheable, Rules};
 pub use queue::{DrainReport, Uploader};
@@ -204,6 +206,8 @@ pub struct Cache {
     queue: UploadQueue,
     metrics: Arc<CacheMetrics>,
     disk_writes: Arc<Semaphore>,
+    /// The disk tier in front of the bucket, bypassed while it fails.
+    disk_guard: Arc<disk_guard::DiskGuard>,
     /// Keys of stale results being rendered again in the background: one at a time per key.
     refreshing: Arc<Mutex<HashSet<String>>>,
     /// Advice on a reason that may mean nothing gets stored is logged once per reason; the
@@ -361,6 +365,7 @@ impl Cache {
                 metrics.bucket_reads.clone(),
             )
         });
+        let disk_guard = Arc::new(disk_guard::DiskGuard::new(&read.guard));
         let cache = Cache {
             key_prefix,
             negotiation,
@@ -373,6 +378,7 @@ impl Cache {
             queue,
             metrics,
             disk_writes: Arc::new(Semaphore::new(DISK_WRITES_MAX)),
+            disk_guard,
             refreshing: Arc::default(),
             hinted: Hinted::default(),
         };
@@ -460,28 +466,32 @@ impl Cache {
         leader: Leader,
     ) -> Result<(Attached, Tier), Leader> {
         let mut local = Vec::with_capacity(2);
-        local.extend(
-            self.stores
-                .disk
-                .iter()
-                .map(|disk| disk.clone() as Arc<dyn Store>),
-        );
-        if self.stores.last_tier == Tier::Disk {
-            local.push(self.stores.last_reads.clone());
+        if let Some(disk) = &self.stores.disk
+            && let Some(ticket) = self.disk_guard.admit(DiskOp::Read, &self.metrics)
+        {
+            local.push((disk.clone() as Arc<dyn Store>, Some(ticket)));
         }
-        for disk in local {
+        if self.stores.last_tier == Tier::Disk {
+            local.push((self.stores.last_reads.clone(), None));
+        }
+        for (disk, ticket) in local {
             let timeout = self.read.guard.read_timeout;
-            let reading = match tokio::time::timeout(timeout, disk.read(key)).await {
-                Ok(Ok(Some(reading))) => reading,
-                Ok(Ok(None)) => continue,
-                Ok(Err(error)) => {
-                    tracing::debug!(%key, %error, "disk tier read failed");
-                    continue;
+            let read = tokio::time::timeout(timeout, disk.read(key)).await;
+            let failure = match &read {
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some(format!("no answer within {timeout:?}")),
+            };
+            match (ticket, failure) {
+                (Some(ticket), None) => ticket.succeeded(),
+                (Some(ticket), Some(error)) => {
+                    ticket.failed(key, &error, &self.metrics);
                 }
-                Err(_) => {
-                    tracing::debug!(%key, ?timeout, "disk tier read timed out");
-                    continue;
-                }
+                (None, Some(error)) => tracing::debug!(%key, %error, "local store read failed"),
+                (None, None) => {}
+            }
+            let Ok(Ok(Some(reading))) = read else {
+                continue;
             };
             return Ok((
                 self.publish_reading(key, leader, reading, Tier::Disk),
@@ -680,16 +690,21 @@ impl Cache {
         }
     }
 
-    /// Copies a result into the disk tier in the background, when a write slot is free.
-    fn write_disk(&self, disk: Arc<dyn Store>, key: &str, object: Object) {
+    /// Copies a result into the disk tier in the background, when a write slot is free and
+    /// the tier is not bypassed.
+    fn write_disk(&self, disk: Arc<fs::FsStore>, key: &str, object: Object) {
         let Ok(slot) = self.disk_writes.clone().try_acquire_owned() else {
             tracing::debug!(%key, "disk tier busy, result not copied to it");
             return;
         };
-        let key = key.to_owned();
+        let Some(ticket) = self.disk_guard.admit(DiskOp::Write, &self.metrics) else {
+            return;
+        };
+        let (key, metrics) = (key.to_owned(), self.metrics.clone());
         tokio::spawn(async move {
-            if let Err(error) = disk.put(&key, &object, PutMode::Overwrite).await {
-                tracing::warn!(%key, %error, "disk tier write failed");
+            match disk.put(&key, &object, PutMode::Overwrite).await {
+                Ok(_) => ticket.succeeded(),
+                Err(error) => ticket.failed(&key, &error, &metrics),
             }
             drop(slot);
         });

@@ -89,8 +89,6 @@ pub struct DrainReport {
 /// The handle request handlers share.
 pub struct UploadQueue {
     tx: mpsc::Sender<Job>,
-    /// Spooled jobs: bounded by the spool's room on disk, not by a count.
-    spooled: mpsc::UnboundedSender<Job>,
     bytes: Arc<Semaphore>,
     shared: Arc<Shared>,
 }
@@ -100,7 +98,12 @@ struct Shared {
     store: Arc<dyn Store>,
     /// The disk tier whose `.spool` holds waiting results, when there is one.
     spool: Option<Arc<FsStore>>,
-    /// Where a spooled job goes back to after a pause (none once shutdown begins).
+    /// Where spool writes run: on the upload runtime, tracked with the uploads, so a shutdown
+    /// waits for them (the serving threads stop first, and would drop them half done).
+    spool_writes: (tokio::runtime::Handle, TaskTracker),
+    /// Where spooled jobs are sent: by a spool write when it is done, by a paused job when it
+    /// goes back. Taken at shutdown, so the channel ends once the writes in flight (which
+    /// hold clones) are done, and a spooled job that fails after that stays in the spool.
     requeue: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     /// Files in the spool this process queued (written or resumed) and has not removed;
     /// what a drain reports as kept.
@@ -367,10 +370,21 @@ impl UploadQueue {
         let permits = usize::try_from(config.queue_max_bytes)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
+        let tracker = TaskTracker::new();
+        let closing = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("upload")
+            .on_thread_start(move || lower_thread_priority(nice))
+            .enable_all()
+            .build()
+            .expect("a one-thread runtime can be built whenever the process can start threads");
         let shared = Arc::new(Shared {
             store,
             spool,
-            requeue: Mutex::new(Some(spooled_tx.clone())),
+            requeue: Mutex::new(Some(spooled_tx)),
+            spool_writes: (runtime.handle().clone(), tracker.clone()),
             spooled: AtomicUsize::new(0),
             in_memory: AtomicUsize::new(0),
             metrics,
@@ -382,16 +396,6 @@ impl UploadQueue {
             drop_log: LogInterval::new(),
             config,
         });
-        let tracker = TaskTracker::new();
-        let closing = CancellationToken::new();
-        let abort = CancellationToken::new();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("upload")
-            .on_thread_start(move || lower_thread_priority(nice))
-            .enable_all()
-            .build()
-            .expect("a one-thread runtime can be built whenever the process can start threads");
         let dispatcher = runtime.spawn(dispatch(
             rx,
             spooled_rx,
@@ -402,7 +406,6 @@ impl UploadQueue {
         ));
         let queue = UploadQueue {
             tx,
-            spooled: spooled_tx,
             bytes: Arc::new(Semaphore::new(permits)),
             shared: shared.clone(),
         };
@@ -565,8 +568,13 @@ impl UploadQueue {
 
     /// Writes a job's result to the spool, then queues the job by its file's name alone.
     fn spool(&self, spool: Arc<FsStore>, mut job: Job) {
-        let (tx, spooled, shared) = (self.tx.clone(), self.spooled.clone(), self.shared.clone());
-        tokio::spawn(async move {
+        let Some(spooled) = self.shared.spooled_sender() else {
+            self.record(&job.key, Offer::Dropped(DropReason::Closed));
+            return;
+        };
+        let (tx, shared) = (self.tx.clone(), self.shared.clone());
+        let (runtime, tracker) = &self.shared.spool_writes;
+        tracker.spawn_on(async move {
             let Payload::Memory(object) = &job.payload else {
                 unreachable!("only results held in memory are spooled")
             };
@@ -595,7 +603,7 @@ impl UploadQueue {
                     shared.record(&key, offer);
                 }
             }
-        });
+        }, runtime);
     }
 
     /// Queues what the spool held at start-up, each key in flight until its upload ends.
@@ -621,7 +629,9 @@ impl UploadQueue {
                 payload: Payload::Spooled(file),
                 _reservation: reservation,
             };
-            let _ = self.spooled.send(job);
+            if let Some(spooled) = self.shared.spooled_sender() {
+                let _ = spooled.send(job);
+            }
         }
     }
 
@@ -705,7 +715,6 @@ async fn dispatch(
             () = closing.cancelled(), if !closed => {
                 closed = true;
                 rx.close();
-                spooled_rx.close();
                 shared.requeue.lock().expect("no code panics while holding this lock").take();
                 continue;
             }
@@ -746,8 +755,7 @@ async fn dispatch(
                     tokio::select! {
                         () = closing.cancelled() => {}
                         () = tokio::time::sleep(shared.config.retry_max) => {
-                            let requeue = shared.requeue.lock().expect("no code panics while holding this lock").clone();
-                            if let Some(requeue) = requeue {
+                            if let Some(requeue) = shared.spooled_sender() {
                                 let _ = requeue.send(job);
                             }
                         }
@@ -828,6 +836,14 @@ async fn run_job(shared: &Shared, job: &Job) -> bool {
 }
 
 impl Shared {
+    /// Where spooled jobs go; `None` once shutdown has begun.
+    fn spooled_sender(&self) -> Option<mpsc::UnboundedSender<Job>> {
+        self.requeue
+            .lock()
+            .expect("no code panics while holding this lock")
+            .clone()
+    }
+
     /// Removes a spool file whose upload is over.
     async fn unspooled(&self, spool: &FsStore, file: &SpoolFile) {
         spool.remove_spooled(file.clone()).await;
