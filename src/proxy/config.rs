@@ -282,12 +282,12 @@ pub const SETTINGS: &[Setting] = &[
     row(
         "STORE_READ_BREAKER_FAILURES",
         "5",
-        "Failed bucket lookups in a row that open the breaker: the bucket is then skipped.",
+        "Failed bucket lookups in a row that open the breaker: the bucket is then skipped. The same for the disk tier's reads and copies.",
     ),
     row(
         "STORE_READ_BREAKER_SECS",
         "30",
-        "How long an open breaker skips the bucket before one probe lookup.",
+        "How long an open breaker skips the bucket (or the disk tier) before one probe.",
     ),
     row(
         "ADMIN_TOKEN",
