@@ -70,6 +70,23 @@ fn s3_env<'a>(s3: &'a S3, dir: &'a str) -> Vec<(&'a str, &'a str)> {
     ]
 }
 
+/// The bucket of `s3` with a disk tier (and so the spool) in `dir`.
+fn with_disk(s3: &S3, dir: &std::path::Path) -> imgproxy_cache::cache::Stores {
+    let mut stores = s3.stores();
+    stores.disk = Some(std::sync::Arc::new(
+        imgproxy_cache::cache::fs::FsStore::open(dir, 64 << 20).unwrap(),
+    ));
+    stores
+}
+
+/// How many results the proxy has written to its spool.
+fn spooled(metrics: &str) -> f64 {
+    metric(
+        metrics,
+        r#"imgproxy_cache_upload_spool_total{event="written"}"#,
+    )
+}
+
 /// The spool file of the result stored under `path`.
 fn spool_file(dir: &std::path::Path, path: &str) -> std::path::PathBuf {
     dir.join(".spool")
@@ -83,19 +100,16 @@ async fn a_bucket_outage_longer_than_the_memory_queue_loses_nothing() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut stores = s3.stores();
-    stores.disk = Some(std::sync::Arc::new(
-        imgproxy_cache::cache::fs::FsStore::open(dir.path(), 64 << 20).unwrap(),
-    ));
-    let proxy = Proxy::start(config(&upstream, &[("UPLOAD_QUEUE_CAPACITY", "2")]), stores).await;
+    let proxy = Proxy::start(
+        config(&upstream, &[("UPLOAD_QUEUE_CAPACITY", "2")]),
+        with_disk(&s3, dir.path()),
+    )
+    .await;
     bucket_down(&s3);
     let paths = paths("outage", 30);
     fetch_all(|p| proxy.url(p), &paths).await;
     until("every result spooled", async || {
-        metric(
-            &proxy.metrics().await,
-            r#"imgproxy_cache_upload_spool_total{event="written"}"#,
-        ) >= 30.0
+        spooled(&proxy.metrics().await) >= 30.0
     })
     .await;
     until("uploads tried and failed during the outage", async || {
@@ -133,23 +147,13 @@ async fn what_a_shutdown_cannot_upload_waits_in_the_spool_for_the_next_start() {
     let upstream = Upstream::start().await;
     let s3 = S3::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let open = || {
-        let mut stores = s3.stores();
-        stores.disk = Some(std::sync::Arc::new(
-            imgproxy_cache::cache::fs::FsStore::open(dir.path(), 64 << 20).unwrap(),
-        ));
-        stores
-    };
     let short = [("SHUTDOWN_TIMEOUT_SECS", "1")];
-    let proxy = Proxy::start(config(&upstream, &short), open()).await;
+    let proxy = Proxy::start(config(&upstream, &short), with_disk(&s3, dir.path())).await;
     bucket_down(&s3);
     let paths = paths("shutdown", 5);
     fetch_all(|p| proxy.url(p), &paths).await;
     until("every result spooled", async || {
-        metric(
-            &proxy.metrics().await,
-            r#"imgproxy_cache_upload_spool_total{event="written"}"#,
-        ) >= 5.0
+        spooled(&proxy.metrics().await) >= 5.0
     })
     .await;
     let report = proxy.shutdown().await;
@@ -160,7 +164,7 @@ async fn what_a_shutdown_cannot_upload_waits_in_the_spool_for_the_next_start() {
     }
     bucket_back(&s3);
     let renders = upstream.requests.load(Ordering::SeqCst);
-    let restarted = Proxy::start(config(&upstream, &short), open()).await;
+    let restarted = Proxy::start(config(&upstream, &short), with_disk(&s3, dir.path())).await;
     until("the kept results stored", async || {
         s3.keys().await.len() == 5
     })
@@ -195,10 +199,7 @@ async fn after_kill_9_the_spool_is_uploaded_and_damaged_files_never_are() {
     let mut first = ProxyProcess::start(&upstream.url(), &s3_env(&s3, cache_dir));
     fetch_all(|p| first.url(p), &paths).await;
     until("every result spooled", async || {
-        metric(
-            &first.metrics().await,
-            r#"imgproxy_cache_upload_spool_total{event="written"}"#,
-        ) >= 6.0
+        spooled(&first.metrics().await) >= 6.0
     })
     .await;
     first.kill();
@@ -253,10 +254,7 @@ async fn a_failing_cache_dir_is_bypassed_and_clients_never_notice() {
     let s3 = S3::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("cache");
-    let mut stores = s3.stores();
-    stores.disk = Some(std::sync::Arc::new(
-        imgproxy_cache::cache::fs::FsStore::open(&cache_dir, 64 << 20).unwrap(),
-    ));
+    let stores = with_disk(&s3, &cache_dir);
     let settings = [
         ("MEMORY_CACHE_MAX_BYTES", "0"),
         ("STORE_READ_BREAKER_FAILURES", "2"),
