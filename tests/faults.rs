@@ -39,8 +39,21 @@ async fn bucket_holds_exactly(s3: &S3, paths: &[String]) {
     assert_eq!(keys, want);
     for path in paths {
         let (body, content_type, _) = s3.object(&key(path)).await.unwrap();
-        assert_eq!(body, body_for(path), "{path}");
+        assert!(
+            body == expected(path),
+            "{path}: {} bytes stored, not what the client got",
+            body.len()
+        );
         assert_eq!(content_type, "image/jpeg", "{path}");
+    }
+}
+
+/// What the upstream answers for `path`.
+fn expected(path: &str) -> bytes::Bytes {
+    if path.starts_with("/kb100/") {
+        kb100()
+    } else {
+        body_for(path)
     }
 }
 
@@ -51,7 +64,12 @@ fn paths(prefix: &str, n: usize) -> Vec<String> {
 async fn fetch_all(url: impl Fn(&str) -> String, paths: &[String]) {
     for path in paths {
         let (status, _, body) = get(&url(path)).await;
-        assert_eq!((status, body), (http::StatusCode::OK, body_for(path)));
+        assert_eq!(status, http::StatusCode::OK, "{path}");
+        assert!(
+            body == expected(path),
+            "{path}: {} bytes, not what the upstream sent",
+            body.len()
+        );
     }
 }
 
@@ -303,4 +321,51 @@ async fn a_failing_cache_dir_is_bypassed_and_clients_never_notice() {
     all.extend(during);
     all.extend((1..=n).map(|i| format!("/ok/after-{i}.jpg")));
     bucket_holds_exactly(&s3, &all).await;
+}
+
+/// The path a small disk tier is mounted at, inside the test's mount namespace.
+const SMALL_DISK: &str = "/tmp/imgproxy-cache-test-small-disk";
+
+/// `CACHE_DIR` on a 512 KiB tmpfs that fills up (ENOSPC): every client still gets its result
+/// and every result reaches the bucket; the failures are counted and the tier bypassed. Runs
+/// in a mount namespace of its own (`unshare`). (A read-only remount is refused while the
+/// proxy holds its lock file open for writing, so "read-only" is not a case of its own here:
+/// it fails writes as a full disk does.)
+#[test]
+fn a_full_cache_dir_is_bypassed_and_clients_never_notice() {
+    std::fs::create_dir_all(SMALL_DISK).unwrap();
+    in_namespace(
+        "a_full_cache_dir_is_bypassed_and_clients_never_notice",
+        "--mount",
+        &format!("mount -t tmpfs -o size=512k tmpfs {SMALL_DISK}"),
+        full_cache_dir(),
+    );
+}
+
+async fn full_cache_dir() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let cache_dir = std::path::Path::new(SMALL_DISK).join("cache");
+    let settings = [("STORE_READ_BREAKER_FAILURES", "2")];
+    let proxy = Proxy::start(config(&upstream, &settings), with_disk(&s3, &cache_dir)).await;
+    // 100 KB results, each written twice (the tier's copy, the spool file): the disk is full
+    // after a few.
+    let paths = (0..24)
+        .map(|i| format!("/kb100/full-{i}"))
+        .collect::<Vec<_>>();
+    fetch_all(|p| proxy.url(p), &paths).await;
+    until("every result stored", async || s3.keys().await.len() == 24).await;
+    let metrics = proxy.metrics().await;
+    let errors = metric(&metrics, r#"imgproxy_cache_disk_errors_total{op="write"}"#);
+    let unspooled = metric(
+        &metrics,
+        r#"imgproxy_cache_upload_spool_total{event="write_failed"}"#,
+    );
+    let bypassed = metric(&metrics, "imgproxy_cache_disk_bypassed_total");
+    assert!(
+        errors >= 1.0 && unspooled >= 1.0 && bypassed >= 1.0,
+        "{errors} write errors, {unspooled} not spooled, {bypassed} bypassed"
+    );
+    proxy.shutdown().await;
+    bucket_holds_exactly(&s3, &paths).await;
 }

@@ -580,7 +580,6 @@ async fn redirect_hops_are_vetted() {
 }
 
 /// Set in the child process that `redirects_to_loopback_are_refused` runs in its own network.
-const ISOLATED_NETWORK: &str = "IMGPROXY_CACHE_TEST_ISOLATED_NETWORK";
 /// A private address that exists only inside that network, on its loopback interface.
 const PRIVATE_ADDR: &str = "10.77.0.1";
 
@@ -604,10 +603,6 @@ fn redirects_to_loopback_are_refused() {
 /// Runs `body` in a network namespace whose only interface is `lo`, with `addresses` added to
 /// it: the test binary re-runs the test `name` inside it and checks that the child passed.
 fn in_isolated_network(name: &str, addresses: &[&str], body: impl Future<Output = ()>) {
-    if std::env::var_os(ISOLATED_NETWORK).is_some() {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        return runtime.block_on(body);
-    }
     let mut script = "ip link set lo up".to_owned();
     for address in addresses {
         let (prefix, flags) = if address.contains(':') {
@@ -617,29 +612,7 @@ fn in_isolated_network(name: &str, addresses: &[&str], body: impl Future<Output 
         };
         script += &format!(" && ip addr add {address}/{prefix} dev lo{flags}");
     }
-    script += " && exec \"$@\"";
-    let output = std::process::Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--net",
-            "sh",
-            "-c",
-            &script,
-            "sh",
-        ])
-        .arg(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ISOLATED_NETWORK, "1")
-        .output()
-        .expect("unshare (util-linux) runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains(&format!("test {name} ... ok")),
-        "the isolated run failed: {}\n{stdout}\n{stderr}",
-        output.status
-    );
+    common::in_namespace(name, "--net", &script, body);
 }
 
 async fn redirects_to_loopback_in_isolated_network() {

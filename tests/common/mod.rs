@@ -64,7 +64,7 @@ pub const BIG: usize = 200 * 1024;
 pub const HUGE: usize = 8 * 1024 * 1024;
 
 /// One shared buffer for every `/kb100/` body (100 KB).
-fn kb100() -> Bytes {
+pub fn kb100() -> Bytes {
     static BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
     BODY.get_or_init(|| Bytes::from(vec![5u8; 100_000])).clone()
 }
@@ -825,6 +825,49 @@ impl Drop for ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ===== namespaces =====
+
+/// Set in the child that [`in_namespace`] re-runs a test in.
+const IN_NAMESPACE: &str = "IMGPROXY_CACHE_TEST_IN_NAMESPACE";
+
+/// Runs `body` in new user and `namespace` namespaces (`--net`, `--mount`; `unshare` needs
+/// no privileges for them) after the shell `setup` ran there as the namespace's root: the
+/// test binary re-runs the test `name` inside and checks that the child ran it and passed.
+pub fn in_namespace(
+    name: &str,
+    namespace: &str,
+    setup: &str,
+    body: impl std::future::Future<Output = ()>,
+) {
+    if std::env::var_os(IN_NAMESPACE).is_some() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        return runtime.block_on(body);
+    }
+    let script = format!("{setup} && exec \"$@\"");
+    let output = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            namespace,
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_NAMESPACE, "1")
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(&format!("test {name} ... ok")),
+        "the run in a namespace failed: {}\n{stdout}\n{stderr}",
+        output.status
+    );
 }
 
 // ===== a client =====
