@@ -189,12 +189,12 @@ impl Bucket {
             hex::encode(Sha256::digest(&body))
         };
         let url = self.url(key);
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(&url)
-            .header(CONTENT_LENGTH, body.len())
-            .body(Full::new(body))
-            .map_err(|e| failed(&e))?;
+        let mut builder = Request::builder().method(method.clone()).uri(&url);
+        // A GET goes without one, as every S3 client sends it.
+        if !body.is_empty() {
+            builder = builder.header(CONTENT_LENGTH, body.len());
+        }
+        let mut request = builder.body(Full::new(body)).map_err(|e| failed(&e))?;
         request.headers_mut().extend(headers);
         if let Some(credentials) = self.credentials(&method).await? {
             self.sign(&mut request, credentials, payload)
