@@ -369,3 +369,46 @@ async fn full_cache_dir() {
     proxy.shutdown().await;
     bucket_holds_exactly(&s3, &paths).await;
 }
+
+/// Every S3 call held (far longer than any client waits): clients are answered within the
+/// lookup timeout, the breaker then spares them even that, and every result is stored once
+/// the bucket answers again.
+#[tokio::test]
+async fn a_bucket_that_does_not_answer_costs_clients_at_most_the_lookup_timeout() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("STORE_READ_TIMEOUT_MS", "300"),
+        ("STORE_READ_BREAKER_FAILURES", "2"),
+    ];
+    let proxy = Proxy::start(config(&upstream, &settings), with_disk(&s3, dir.path())).await;
+    s3.faults.hold.store(true, Ordering::SeqCst);
+    let paths = paths("held", 10);
+    let mut waits = Vec::new();
+    for path in &paths {
+        let started = std::time::Instant::now();
+        let fetched = fetch_all(|p| proxy.url(p), std::slice::from_ref(path));
+        tokio::time::timeout(Duration::from_secs(10), fetched)
+            .await
+            .expect("answered while S3 holds every call");
+        waits.push(started.elapsed());
+    }
+    // A held call costs until the test releases it: no client waited for S3 beyond the
+    // lookup's timeout (300 ms), and once the breaker opened not even that.
+    assert!(
+        waits.iter().all(|wait| *wait < Duration::from_secs(1)),
+        "client waits {waits:?}"
+    );
+    assert!(
+        waits[5..]
+            .iter()
+            .all(|wait| *wait < Duration::from_millis(100)),
+        "client waits once the breaker opened {waits:?}"
+    );
+    assert!(s3.keys().await.is_empty());
+    s3.release();
+    until("every result stored", async || s3.keys().await.len() == 10).await;
+    proxy.shutdown().await;
+    bucket_holds_exactly(&s3, &paths).await;
+}
