@@ -22,14 +22,6 @@ fn bucket_back(s3: &S3) {
     s3.faults.fail_puts.store(0, Ordering::SeqCst);
 }
 
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Every path is in the bucket with the bytes the client got, and nothing else is.
 async fn bucket_holds_exactly(s3: &S3, paths: &[String]) {
     let mut want: Vec<String> = paths.iter().map(|p| key(p)).collect();

@@ -288,15 +288,6 @@ async fn followers_of_an_answer_that_is_not_stored_ask_for_themselves() {
     assert!(s3.keys().await.is_empty());
 }
 
-/// Waits until `done` says so (a state the test observes); fails after 10 s.
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn disk(dir: &std::path::Path) -> std::sync::Arc<imgproxy_cache::cache::fs::FsStore> {
     std::sync::Arc::new(imgproxy_cache::cache::fs::FsStore::open(dir, 64 << 20).unwrap())
 }

@@ -827,6 +827,19 @@ impl Drop for ProxyProcess {
     }
 }
 
+/// Waits until `done` says so (a state the test observes, polled, never a guess at how long
+/// something takes); fails after 30 s.
+pub async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 // ===== namespaces =====
 
 /// Set in the child that [`in_namespace`] re-runs a test in.
