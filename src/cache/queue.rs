@@ -220,7 +220,7 @@ struct Job {
 }
 
 impl Job {
-    /// A job for a result held in memory, counted as such until it ends or is spooled.
+    /// A job for a result held in memory, counted as such until it ends.
     fn in_memory(key: String, object: Object, replace: bool, reservation: Reservation) -> Job {
         reservation.shared.in_memory.fetch_add(1, Ordering::Relaxed);
         Job {
@@ -229,18 +229,6 @@ impl Job {
             replace,
             _reservation: reservation,
         }
-    }
-
-    /// The job's result is in the spool now, as `file`.
-    fn spooled(&mut self, file: SpoolFile) {
-        if matches!(self.payload, Payload::Memory(_)) {
-            self._reservation
-                .shared
-                .in_memory
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-        self.payload = Payload::Spooled(file);
-        self._reservation.release_bytes();
     }
 }
 
@@ -252,6 +240,15 @@ impl Drop for Job {
                 .in_memory
                 .fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// What handing a job held in memory to the dispatcher came to.
+fn sent(result: Result<(), mpsc::error::TrySendError<Job>>) -> Offer {
+    match result {
+        Ok(()) => Offer::Queued,
+        Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
+        Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped(DropReason::Closed),
     }
 }
 
@@ -543,67 +540,72 @@ impl UploadQueue {
             reservation.queued = true;
             self.shared.pending.fetch_add(1, Ordering::Relaxed);
             self.shared.metrics.queue_depth.inc();
-            let replace = reservation.replace;
-            let job = Job::in_memory(key.clone(), object, replace, reservation);
             match &self.shared.spool {
                 Some(spool) => {
-                    self.spool(spool.clone(), job);
+                    self.spool(spool.clone(), key.clone(), object, reservation);
                     Offer::Queued
                 }
-                None => self.send(job),
+                None => {
+                    let replace = reservation.replace;
+                    sent(self.tx.try_send(Job::in_memory(
+                        key.clone(),
+                        object,
+                        replace,
+                        reservation,
+                    )))
+                }
             }
         };
         self.record(&key, offer);
         offer
     }
 
-    /// Sends a job held in memory to the dispatcher.
-    fn send(&self, job: Job) -> Offer {
-        match self.tx.try_send(job) {
-            Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Dropped(DropReason::Closed),
-        }
-    }
-
-    /// Writes a job's result to the spool, then queues the job by its file's name alone.
-    fn spool(&self, spool: Arc<FsStore>, mut job: Job) {
+    /// Writes a result to the spool, then queues a job that holds only its file's name; a
+    /// result the spool cannot take is queued in memory instead.
+    fn spool(
+        &self,
+        spool: Arc<FsStore>,
+        key: String,
+        object: Object,
+        mut reservation: Reservation,
+    ) {
         let Some(spooled) = self.shared.spooled_sender() else {
-            self.record(&job.key, Offer::Dropped(DropReason::Closed));
+            self.record(&key, Offer::Dropped(DropReason::Closed));
             return;
         };
         let (tx, shared) = (self.tx.clone(), self.shared.clone());
         let (runtime, tracker) = &self.shared.spool_writes;
-        tracker.spawn_on(async move {
-            let Payload::Memory(object) = &job.payload else {
-                unreachable!("only results held in memory are spooled")
-            };
-            match spool.spool(&job.key, object, job.replace).await {
-                Ok(file) => {
-                    shared.metrics.spooled(SpoolEvent::Written);
-                    shared.metrics.spool_files.inc();
-                    shared.spooled.fetch_add(1, Ordering::Relaxed);
-                    job.spooled(file);
-                    // Closed at shutdown: the file stays for the next start.
-                    let _ = spooled.send(job);
-                }
-                Err(error) => {
-                    shared.metrics.spooled(SpoolEvent::WriteFailed);
-                    if shared.drop_log.should_log() {
-                        tracing::warn!(key = %job.key, %error, "cannot write to the upload spool; the result waits in memory");
+        tracker.spawn_on(
+            async move {
+                let replace = reservation.replace;
+                match spool.spool(&key, &object, replace).await {
+                    Ok(file) => {
+                        shared.metrics.spooled(SpoolEvent::Written);
+                        shared.metrics.spool_files.inc();
+                        shared.spooled.fetch_add(1, Ordering::Relaxed);
+                        reservation.release_bytes();
+                        let job = Job {
+                            key,
+                            payload: Payload::Spooled(file),
+                            replace,
+                            _reservation: reservation,
+                        };
+                        // Closed at shutdown: the file stays for the next start.
+                        let _ = spooled.send(job);
                     }
-                    let key = job.key.clone();
-                    let offer = match tx.try_send(job) {
-                        Ok(()) => return,
-                        Err(mpsc::error::TrySendError::Full(_)) => Offer::Dropped(DropReason::Full),
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            Offer::Dropped(DropReason::Closed)
+                    Err(error) => {
+                        shared.metrics.spooled(SpoolEvent::WriteFailed);
+                        if shared.drop_log.should_log() {
+                            tracing::warn!(%key, %error, "cannot write to the upload spool; the result waits in memory");
                         }
-                    };
-                    shared.record(&key, offer);
+                        let job = Job::in_memory(key.clone(), object, replace, reservation);
+                        let offer = sent(tx.try_send(job));
+                        shared.record(&key, offer);
+                    }
                 }
-            }
-        }, runtime);
+            },
+            runtime,
+        );
     }
 
     /// Queues what the spool held at start-up, each key in flight until its upload ends.
