@@ -80,15 +80,6 @@ fn s3_env<'a>(s3: &'a S3, dir: &'a str) -> Vec<(&'a str, &'a str)> {
     ]
 }
 
-/// The bucket of `s3` with a disk tier (and so the spool) in `dir`.
-fn with_disk(s3: &S3, dir: &std::path::Path) -> imgproxy_cache::cache::Stores {
-    let mut stores = s3.stores();
-    stores.disk = Some(std::sync::Arc::new(
-        imgproxy_cache::cache::fs::FsStore::open(dir, 64 << 20).unwrap(),
-    ));
-    stores
-}
-
 /// How many results the proxy has written to its spool.
 fn spooled(metrics: &str) -> f64 {
     metric(
@@ -112,7 +103,7 @@ async fn a_bucket_outage_longer_than_the_memory_queue_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(
         config(&upstream, &[("UPLOAD_QUEUE_CAPACITY", "2")]),
-        with_disk(&s3, dir.path()),
+        s3.stores_with_disk(dir.path()),
     )
     .await;
     bucket_down(&s3);
@@ -158,7 +149,7 @@ async fn what_a_shutdown_cannot_upload_waits_in_the_spool_for_the_next_start() {
     let s3 = S3::start().await;
     let dir = tempfile::tempdir().unwrap();
     let short = [("SHUTDOWN_TIMEOUT_SECS", "1")];
-    let proxy = Proxy::start(config(&upstream, &short), with_disk(&s3, dir.path())).await;
+    let proxy = Proxy::start(config(&upstream, &short), s3.stores_with_disk(dir.path())).await;
     bucket_down(&s3);
     let paths = paths("shutdown", 5);
     fetch_all(|p| proxy.url(p), &paths).await;
@@ -174,7 +165,7 @@ async fn what_a_shutdown_cannot_upload_waits_in_the_spool_for_the_next_start() {
     }
     bucket_back(&s3);
     let renders = upstream.requests.load(Ordering::SeqCst);
-    let restarted = Proxy::start(config(&upstream, &short), with_disk(&s3, dir.path())).await;
+    let restarted = Proxy::start(config(&upstream, &short), s3.stores_with_disk(dir.path())).await;
     until("the kept results stored", async || {
         s3.keys().await.len() == 5
     })
@@ -264,7 +255,7 @@ async fn a_failing_cache_dir_is_bypassed_and_clients_never_notice() {
     let s3 = S3::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("cache");
-    let stores = with_disk(&s3, &cache_dir);
+    let stores = s3.stores_with_disk(&cache_dir);
     let settings = [
         ("MEMORY_CACHE_MAX_BYTES", "0"),
         ("STORE_READ_BREAKER_FAILURES", "2"),
@@ -339,7 +330,11 @@ async fn full_cache_dir() {
     let s3 = S3::start().await;
     let cache_dir = std::path::Path::new(SMALL_DISK).join("cache");
     let settings = [("STORE_READ_BREAKER_FAILURES", "2")];
-    let proxy = Proxy::start(config(&upstream, &settings), with_disk(&s3, &cache_dir)).await;
+    let proxy = Proxy::start(
+        config(&upstream, &settings),
+        s3.stores_with_disk(&cache_dir),
+    )
+    .await;
     // 100 KB results, each written twice (the tier's copy, the spool file): the disk is full
     // after a few.
     let paths = (0..24)
@@ -374,7 +369,11 @@ async fn a_bucket_that_does_not_answer_costs_clients_at_most_the_lookup_timeout(
         ("STORE_READ_TIMEOUT_MS", "300"),
         ("STORE_READ_BREAKER_FAILURES", "2"),
     ];
-    let proxy = Proxy::start(config(&upstream, &settings), with_disk(&s3, dir.path())).await;
+    let proxy = Proxy::start(
+        config(&upstream, &settings),
+        s3.stores_with_disk(dir.path()),
+    )
+    .await;
     s3.faults.hold.store(true, Ordering::SeqCst);
     let paths = paths("held", 10);
     let mut waits = Vec::new();

@@ -288,10 +288,6 @@ async fn followers_of_an_answer_that_is_not_stored_ask_for_themselves() {
     assert!(s3.keys().await.is_empty());
 }
 
-fn disk(dir: &std::path::Path) -> std::sync::Arc<imgproxy_cache::cache::fs::FsStore> {
-    std::sync::Arc::new(imgproxy_cache::cache::fs::FsStore::open(dir, 64 << 20).unwrap())
-}
-
 /// With `CACHE_DIR` beside a bucket, a result goes to the disk tier too, and is served from
 /// there (memory off here) — also by a restarted proxy, which asks the bucket nothing.
 #[tokio::test]
@@ -303,8 +299,7 @@ async fn the_disk_tier_serves_what_it_holds_across_a_restart() {
     let path = "/ok/on-disk.jpg";
     let want = body_for(path);
     {
-        let mut stores = s3.stores();
-        stores.disk = Some(disk(dir.path()));
+        let stores = s3.stores_with_disk(dir.path());
         let proxy = Proxy::start(config(&upstream, &no_memory), stores).await;
         let (_, headers, body) = get(&proxy.url(path)).await;
         assert_eq!(
@@ -323,8 +318,7 @@ async fn the_disk_tier_serves_what_it_holds_across_a_restart() {
         proxy.shutdown().await;
     }
     let gets = s3.gets();
-    let mut stores = s3.stores();
-    stores.disk = Some(disk(dir.path()));
+    let stores = s3.stores_with_disk(dir.path());
     let restarted = Proxy::start(config(&upstream, &no_memory), stores).await;
     let (_, headers, body) = get(&restarted.url(path)).await;
     assert_eq!(

@@ -377,6 +377,15 @@ impl S3 {
         Stores::bucket(self.store(), self.store())
     }
 
+    /// [`S3::stores`] with a disk tier of 64 MiB (and so the upload spool) in `dir`.
+    pub fn stores_with_disk(&self, dir: &std::path::Path) -> Stores {
+        let mut stores = self.stores();
+        stores.disk = Some(Arc::new(
+            imgproxy_cache::cache::fs::FsStore::open(dir, 64 << 20).unwrap(),
+        ));
+        stores
+    }
+
     /// The object under `key`: body, content type, cache control.
     pub async fn object(&self, key: &str) -> Option<(Bytes, String, Option<String>)> {
         let out = self
