@@ -314,9 +314,7 @@ const SMALL_DISK: &str = "/tmp/imgproxy-cache-test-small-disk";
 
 /// `CACHE_DIR` on a 512 KiB tmpfs that fills up (ENOSPC): every client still gets its result
 /// and every result reaches the bucket; the failures are counted and the tier bypassed. Runs
-/// in a mount namespace of its own (`unshare`). (A read-only remount is refused while the
-/// proxy holds its lock file open for writing, so "read-only" is not a case of its own here:
-/// it fails writes as a full disk does.)
+/// in a mount namespace of its own (`unshare`).
 #[test]
 fn a_full_cache_dir_is_bypassed_and_clients_never_notice() {
     std::fs::create_dir_all(SMALL_DISK).unwrap();
@@ -358,6 +356,99 @@ async fn full_cache_dir() {
     );
     proxy.shutdown().await;
     bucket_holds_exactly(&s3, &paths).await;
+}
+
+/// `CACHE_DIR` turned read-only at run time (a read-only bind mount over it, in a mount
+/// namespace of its own: the lock file the proxy holds open for writing keeps the directory's
+/// own mount from being remounted): every client still gets its result, results already on
+/// disk are still served from it, every new result reaches the bucket, the failed writes are
+/// counted and the tier bypassed for writes; once it is writable again, it is written again.
+#[test]
+fn a_read_only_cache_dir_is_bypassed_and_clients_never_notice() {
+    in_namespace(
+        "a_read_only_cache_dir_is_bypassed_and_clients_never_notice",
+        "--mount",
+        "true",
+        read_only_cache_dir(),
+    );
+}
+
+fn mount(args: &[&str]) {
+    let status = std::process::Command::new("mount")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount {args:?}: {status}");
+}
+
+async fn read_only_cache_dir() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let settings = [
+        ("MEMORY_CACHE_MAX_BYTES", "0"),
+        ("STORE_READ_BREAKER_FAILURES", "2"),
+        ("STORE_READ_BREAKER_SECS", "1"),
+    ];
+    let proxy = Proxy::start(
+        config(&upstream, &settings),
+        s3.stores_with_disk(&cache_dir),
+    )
+    .await;
+    let before = paths("before-ro", 1);
+    fetch_all(|p| proxy.url(p), &before).await;
+    until("the first result on disk and in the bucket", async || {
+        metric(&proxy.metrics().await, "imgproxy_cache_disk_entries") >= 1.0
+            && s3.keys().await.len() == 1
+    })
+    .await;
+
+    let target = cache_dir.to_str().unwrap();
+    mount(&["--bind", target, target]);
+    mount(&["-o", "remount,bind,ro", target]);
+    assert!(
+        std::fs::write(cache_dir.join("probe"), b"x").is_err(),
+        "the directory is read-only"
+    );
+    let during = paths("during-ro", 20);
+    fetch_all(|p| proxy.url(p), &during).await;
+    // What is on disk is still read from it.
+    let (_, headers, body) = get(&proxy.url(&before[0])).await;
+    assert_eq!(
+        (headers["x-cache"].to_str().unwrap(), body),
+        ("HIT disk", body_for(&before[0]))
+    );
+    until("every result stored", async || s3.keys().await.len() == 21).await;
+    let metrics = proxy.metrics().await;
+    let errors = metric(&metrics, r#"imgproxy_cache_disk_errors_total{op="write"}"#);
+    let unspooled = metric(
+        &metrics,
+        r#"imgproxy_cache_upload_spool_total{event="write_failed"}"#,
+    );
+    let bypassed = metric(&metrics, "imgproxy_cache_disk_bypassed_total");
+    assert!(
+        errors >= 2.0 && unspooled >= 1.0 && bypassed >= 1.0 && errors < 20.0,
+        "{errors} write errors, {unspooled} not spooled, {bypassed} bypassed for 20 results"
+    );
+
+    let status = std::process::Command::new("umount")
+        .args(["--lazy", target])
+        .status()
+        .unwrap();
+    assert!(status.success(), "umount {target}: {status}");
+    let mut n = 0;
+    until("the tier written again", async || {
+        n += 1;
+        fetch_all(|p| proxy.url(p), &[format!("/ok/after-ro-{n}.jpg")]).await;
+        metric(&proxy.metrics().await, "imgproxy_cache_disk_entries") >= 2.0
+    })
+    .await;
+    proxy.shutdown().await;
+    let mut all = before;
+    all.extend(during);
+    all.extend((1..=n).map(|i| format!("/ok/after-ro-{i}.jpg")));
+    bucket_holds_exactly(&s3, &all).await;
 }
 
 /// Every S3 call held (far longer than any client waits): clients are answered within the
