@@ -374,6 +374,7 @@ impl UploadQueue {
             .worker_threads(1)
             .thread_name("upload")
             .on_thread_start(move || lower_thread_priority(nice))
+            .max_blocking_threads(super::fs::MAX_BLOCKING_THREADS)
             .enable_all()
             .build()
             .expect("a one-thread runtime can be built whenever the process can start threads");

@@ -29,6 +29,7 @@ impl ServeThreads {
         let threads = (0..count.max(1))
             .map(|i| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
+                    .max_blocking_threads(crate::cache::fs::MAX_BLOCKING_THREADS)
                     .enable_all()
                     .build()
                     .expect("a runtime can be built whenever the process can start threads");

@@ -79,6 +79,10 @@ const _: () = assert!(
 const META_DIR: &str = ".meta";
 const TMP_DIR: &str = ".tmp";
 const LOCK_FILE: &str = ".lock";
+/// Threads a runtime that calls the disk tier keeps for its blocking file calls; more calls
+/// wait for one. Tokio's default (512) let a soak run's proxy grow to 180 threads while the
+/// bucket was down, and its memory by half with them (a stack and an allocator arena each).
+pub const MAX_BLOCKING_THREADS: usize = 8;
 /// How long [`FsStore::open`] waits for a lock that another holder is about to give up.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
