@@ -292,11 +292,12 @@ impl Drop for Publisher {
     }
 }
 
-/// The chunks as one buffer; a body that came in one chunk is not copied.
+/// The chunks as one buffer of exactly their length. A body that came in one chunk is copied
+/// too: a chunk is a slice of its reader's buffer (hyper's read buffer, a disk read's
+/// [`CHUNK`](super::fs::CHUNK)), and an object kept whole would keep all of that buffer
+/// alive while the memory tier counts only the body. A soak run's proxy grew by 0.2 MiB/s
+/// for as long as it ran, the memory tier holding more than its cap.
 fn concat(chunks: &[Bytes], len: u64) -> Bytes {
-    if let [only] = chunks {
-        return only.clone();
-    }
     let mut body = BytesMut::with_capacity(len as usize);
     for chunk in chunks {
         body.extend_from_slice(chunk);
@@ -409,6 +410,20 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_body_that_came_in_one_chunk_does_not_keep_its_readers_buffer() {
+        let buffer = Bytes::from(vec![7u8; 64 * 1024]);
+        let chunk = buffer.slice(..1000);
+        drop(buffer);
+        let body = concat(std::slice::from_ref(&chunk), 1000);
+        assert_eq!(body, chunk);
+        let shares = body.as_ptr() == chunk.as_ptr();
+        assert!(
+            !shares,
+            "the body is a slice of the 64 KiB buffer, which it keeps alive"
+        );
+    }
 
     fn meta() -> Meta {
         Meta {
