@@ -94,6 +94,84 @@ fn spool_file(dir: &std::path::Path, path: &str) -> std::path::PathBuf {
         .join(hex::encode(Sha256::digest(key(path).as_bytes())))
 }
 
+/// S3 answering 500 InternalError twice, then 503 SlowDown twice, then OK: the client gets its
+/// result as ever, the upload is retried four times and stored, and the metrics say so.
+#[tokio::test]
+async fn s3_errors_and_slow_down_are_retried_until_stored() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    s3.faults.fail_puts.store(2, Ordering::SeqCst);
+    s3.faults.slow_down_puts.store(2, Ordering::SeqCst);
+    let settings = [
+        ("UPLOAD_MAX_ATTEMPTS", "5"),
+        ("UPLOAD_RETRY_BASE_MS", "10"),
+        ("UPLOAD_RETRY_MAX_MS", "50"),
+    ];
+    let proxy = Proxy::start(config(&upstream, &settings), s3.stores()).await;
+    let paths = paths("slowed-down", 1);
+    fetch_all(|p| proxy.url(p), &paths).await;
+    until("the result stored", async || s3.keys().await.len() == 1).await;
+    let metrics = proxy.metrics().await;
+    assert_eq!(metric(&metrics, "imgproxy_cache_upload_retries_total"), 4.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_uploads_total{outcome="stored"}"#
+        ),
+        1.0
+    );
+    proxy.shutdown().await;
+    assert_eq!(
+        s3.puts(),
+        5,
+        "two 500s, two 503s, then the one that stored it"
+    );
+    bucket_holds_exactly(&s3, &paths).await;
+}
+
+/// S3 refusing for good — 403 AccessDenied, 404 NoSuchBucket: every client is served as ever,
+/// each upload is tried once (no retries hammer a bucket that will not take it) and counted
+/// as failed, nothing is left in the spool, and the log names what to check once, not once
+/// per result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_refuses_for_good_is_not_retried_and_the_hint_is_logged_once() {
+    let upstream = Upstream::start().await;
+    for (refusal, hint) in [
+        ("AccessDenied", "the credentials need s3:PutObject"),
+        ("NoSuchBucket", "check S3_BUCKET, S3_ENDPOINT and S3_REGION"),
+    ] {
+        let s3 = S3::start().await;
+        let flag = match refusal {
+            "AccessDenied" => &s3.faults.deny_puts,
+            _ => &s3.faults.missing_bucket_puts,
+        };
+        flag.store(true, Ordering::SeqCst);
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = s3_env(&s3, dir.path().to_str().unwrap());
+        env.push(("UPLOAD_MAX_ATTEMPTS", "5"));
+        let mut proxy = ProxyProcess::start(&upstream.url(), &env);
+        let paths = paths(&format!("refused-{refusal}"), 5);
+        fetch_all(|p| proxy.url(p), &paths).await;
+        let failed = r#"imgproxy_cache_uploads_total{outcome="failed"}"#;
+        until("every upload failed", async || {
+            metric(&proxy.metrics().await, failed) == 5.0
+        })
+        .await;
+        let metrics = proxy.metrics().await;
+        assert_eq!(s3.puts(), 5, "{refusal}: one PUT per result");
+        assert_eq!(metric(&metrics, "imgproxy_cache_upload_retries_total"), 0.0);
+        assert_eq!(
+            metric(&metrics, "imgproxy_cache_upload_spool_files"),
+            0.0,
+            "{refusal}: nothing waits for a bucket that refuses"
+        );
+        let log = proxy.stop();
+        let hinted = log.lines().filter(|l| l.contains(hint)).count();
+        assert_eq!(hinted, 1, "{refusal}: the hint once in\n{log}");
+        assert!(s3.keys().await.is_empty());
+    }
+}
+
 /// An outage with 30 results and room for 2 in the memory queue: every one is spooled, none
 /// dropped, and all reach the bucket once it is back. Without the spool 28 would be dropped.
 #[tokio::test]

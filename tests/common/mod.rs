@@ -300,8 +300,12 @@ pub struct Faults {
     pub heads: AtomicUsize,
     /// The next this-many PUTs answer 500 InternalError.
     pub fail_puts: AtomicUsize,
+    /// The next this-many PUTs (after `fail_puts`) answer 503 SlowDown.
+    pub slow_down_puts: AtomicUsize,
     /// Every PUT answers 403 AccessDenied.
     pub deny_puts: std::sync::atomic::AtomicBool,
+    /// Every PUT answers 404 NoSuchBucket.
+    pub missing_bucket_puts: std::sync::atomic::AtomicBool,
     /// While set, object requests wait for [`S3::release`].
     pub hold: std::sync::atomic::AtomicBool,
     /// The next this-many PUT bodies get one byte flipped on the way to the server.
@@ -486,7 +490,9 @@ impl Default for Faults {
             puts: AtomicUsize::new(0),
             heads: AtomicUsize::new(0),
             fail_puts: AtomicUsize::new(0),
+            slow_down_puts: AtomicUsize::new(0),
             deny_puts: Default::default(),
+            missing_bucket_puts: Default::default(),
             hold: Default::default(),
             corrupt_puts: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
@@ -533,8 +539,18 @@ impl Faults {
                 if failing {
                     return Ok(s3_error(500, "InternalError"));
                 }
+                let slowing = self
+                    .slow_down_puts
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if slowing {
+                    return Ok(s3_error(503, "SlowDown"));
+                }
                 if self.deny_puts.load(Ordering::SeqCst) {
                     return Ok(s3_error(403, "AccessDenied"));
+                }
+                if self.missing_bucket_puts.load(Ordering::SeqCst) {
+                    return Ok(s3_error(404, "NoSuchBucket"));
                 }
                 let corrupting = self
                     .corrupt_puts
