@@ -263,6 +263,15 @@ pub async fn status(url: &str) -> Option<u16> {
     Some(status)
 }
 
+/// The body of one GET as text, or `None` when nothing answered.
+#[allow(dead_code, reason = "the soak's; the benchmark does not use it")]
+pub async fn body(url: &str) -> Option<String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let response = client.get(url.parse().ok()?).await.ok()?;
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8(body.to_vec()).ok()
+}
+
 /// Sends `total` GETs, `concurrency` at a time, to the URLs `url(i)` makes; returns how many
 /// answered 200 with a whole body.
 pub async fn fire(

@@ -39,6 +39,20 @@ impl MemStore {
     pub fn clear(&self) {
         self.objects.lock().expect("not poisoned").clear();
     }
+
+    /// The objects of `bucket`: (key, body), in no order.
+    #[allow(dead_code, reason = "the soak's; the benchmark does not use it")]
+    pub fn objects(&self, bucket: &str) -> Vec<(String, Bytes)> {
+        let prefix = format!("{bucket}/");
+        let objects = self.objects.lock().expect("not poisoned");
+        objects
+            .iter()
+            .filter_map(|(name, stored)| {
+                let key = name.strip_prefix(&prefix)?;
+                Some((key.to_owned(), stored.body.clone()))
+            })
+            .collect()
+    }
 }
 
 #[async_trait::async_trait]

@@ -61,6 +61,12 @@ impl Proxy {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The proxy's process id.
+    #[allow(dead_code, reason = "the soak's; the benchmark does not use it")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Peak resident memory so far, in MiB (`VmHWM`).
     pub fn peak_rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ pub const BUCKET: &str = "bench";
 
 /// Serves `handler` on a fresh 127.0.0.1 port for the rest of the run, on the runtime it is
 /// called on.
-async fn serve<F, Fut, B>(handler: F) -> SocketAddr
+pub async fn serve<F, Fut, B>(handler: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
@@ -171,7 +171,7 @@ impl S3Stats {
 }
 
 /// What a front does to the calls that pass through it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Trouble {
     None,
     /// Every call waits this long first.
@@ -180,6 +180,9 @@ enum Trouble {
     DelayReads(Duration),
     /// Every GET is answered 503 at once, as by a bucket that is down for reads; uploads pass.
     FailReads,
+    /// Every call is answered 503 at once while the switch is on: a bucket that goes down and
+    /// comes back.
+    Switched(Arc<AtomicBool>),
 }
 
 /// The S3 stand-in: one store behind several fronts.
@@ -191,6 +194,12 @@ pub struct S3 {
     pub slow_reads: Front,
     /// Answers every GET 503 at once: lookups fail (the breaker opens), uploads work.
     pub failing_reads: Front,
+    /// Answers every call 503 while [`S3::down`] is set.
+    #[allow(dead_code, reason = "the soak's; the benchmark does not use it")]
+    pub switched: Front,
+    /// The switch of the `switched` front.
+    #[allow(dead_code, reason = "the soak's; the benchmark does not use it")]
+    pub down: Arc<AtomicBool>,
     store: MemStore,
     /// The threads the stand-in runs on, for its CPU time.
     threads: [libc::pid_t; 2],
@@ -212,6 +221,12 @@ impl S3 {
     /// Forgets every stored object (between runs, so the map does not grow for the whole run).
     pub fn clear(&self) {
         self.store.clear();
+    }
+
+    /// Every stored object of the bench bucket: (key, body), in no order.
+    #[allow(dead_code, reason = "the soak's; the benchmark does not use it")]
+    pub fn objects(&self) -> Vec<(String, Bytes)> {
+        self.store.objects(BUCKET)
     }
 
     /// CPU seconds the stand-in's two threads have used so far.
@@ -265,11 +280,14 @@ pub fn s3() -> S3 {
                 builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 let service = builder.build();
                 let at = |trouble| front(service.clone(), uploads.clone(), trouble);
+                let down = Arc::new(AtomicBool::new(false));
                 let s3 = S3 {
                     healthy: at(Trouble::None).await,
                     slow: at(Trouble::DelayAll(SLOW_S3_DELAY)).await,
                     slow_reads: at(Trouble::DelayReads(LOOKUP_DELAY)).await,
                     failing_reads: at(Trouble::FailReads).await,
+                    switched: at(Trouble::Switched(down.clone())).await,
+                    down,
                     store,
                     threads: [uploads_tid, gettid()],
                 };
@@ -319,11 +337,15 @@ async fn front(
     let st = stats.clone();
     let addr = serve(move |req: Request<Incoming>| {
         let (service, uploads, st) = (service.clone(), uploads.clone(), st.clone());
+        let trouble = trouble.clone();
         async move {
             let read = req.method() == http::Method::GET;
             match (trouble, read) {
                 (Trouble::DelayAll(delay), _) | (Trouble::DelayReads(delay), true) => {
                     tokio::time::sleep(delay).await;
+                }
+                (Trouble::Switched(down), _) if down.load(Ordering::SeqCst) => {
+                    return Ok(plain(503, "<Error><Code>SlowDown</Code></Error>".into()));
                 }
                 (Trouble::FailReads, true) => {
                     st.gets.fetch_add(1, Ordering::SeqCst);
