@@ -114,8 +114,8 @@ impl Fill {
             body: std::mem::take(&mut self.buf).freeze(),
             meta,
         };
-        self.cache.rendered(&self.key, &object);
-        self.cache.queue.offer(reservation, object);
+        let then = self.cache.rendered(&self.key, &object);
+        self.cache.queue.offer(reservation, object, then);
     }
 
     fn give_up(&mut self, reason: NotCacheable) {

@@ -66,7 +66,7 @@ use metrics::{CacheMetrics, DiskOp, LookupResult, Outcome};
 pub use object::{Meta, Object, Reading};
 use policy::{Cacheable, NotCacheable, Rules};
 pub use queue::{DrainReport, Uploader};
-use queue::{DropReason, Hold, Offer, UploadQueue};
+use queue::{DropReason, Hold, Offer, Then, UploadQueue};
 pub use store::{PutMode, Store};
 use variant::{Negotiation, Variant};
 
@@ -662,8 +662,8 @@ impl Cache {
         publisher.land();
         match source {
             Source::Upstream => {
-                self.copy_to_disk(&key, &object);
-                self.queue.offer_held(&key, hold, object);
+                let then = self.copy_to_disk_later(&key, &object);
+                self.queue.offer_held(&key, hold, object, then);
             }
             Source::Bucket => {
                 drop(hold);
@@ -676,18 +676,27 @@ impl Cache {
         }
     }
 
-    /// A result the upstream rendered, complete: into memory and the disk tier (the upload
-    /// queue takes it to the bucket).
-    fn rendered(&self, key: &str, object: &Object) {
+    /// A result the upstream rendered, complete: into memory now, and into the disk tier once
+    /// the upload queue has it (what it returns is for [`UploadQueue::offer`]).
+    fn rendered(self: &Arc<Self>, key: &str, object: &Object) -> Then {
         self.hold_in_memory(key, object);
-        self.copy_to_disk(key, object);
+        self.copy_to_disk_later(key, object)
     }
 
-    /// Copies a result into the disk tier in front of a bucket, if there is one.
-    fn copy_to_disk(&self, key: &str, object: &Object) {
-        if let Some(disk) = &self.stores.disk {
-            self.write_disk(disk.clone(), key, object.clone());
+    /// The copy of a result into the disk tier in front of a bucket, if there is one, to run
+    /// once the result is in the upload spool ([`Then`]); on the runtime this is called on.
+    fn copy_to_disk_later(self: &Arc<Self>, key: &str, object: &Object) -> Then {
+        if self.stores.disk.is_none() {
+            return Box::new(|| {});
         }
+        let (cache, key, object) = (self.clone(), key.to_owned(), object.clone());
+        let runtime = tokio::runtime::Handle::current();
+        Box::new(move || {
+            let _on = runtime.enter();
+            if let Some(disk) = &cache.stores.disk {
+                cache.write_disk(disk.clone(), &key, object);
+            }
+        })
     }
 
     /// Copies a result into the disk tier in the background, when a write slot is free and

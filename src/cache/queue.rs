@@ -86,6 +86,12 @@ pub struct DrainReport {
     pub kept: usize,
 }
 
+/// What the caller does once a result offered for upload is in the spool, or is not going
+/// there: its copy into the disk tier, which must not come first. A crash between the two
+/// would leave a result on disk that no spool file uploads, served from disk ever after and
+/// never stored in the bucket.
+pub type Then = Box<dyn FnOnce() + Send>;
+
 /// The handle request handlers share.
 pub struct UploadQueue {
     tx: mpsc::Sender<Job>,
@@ -511,16 +517,17 @@ impl UploadQueue {
 
     /// Hands a complete result, copied under `hold`, to the background, unless it is known to
     /// be stored or already on its way. Never waits.
-    pub fn offer_held(&self, key: &str, hold: Hold, object: Object) -> Offer {
+    pub fn offer_held(&self, key: &str, hold: Hold, object: Object, then: Then) -> Offer {
         let offer = if self.shared.known.contains(key) {
             Err(Offer::Skipped(Skip::Known))
         } else {
             self.claim(key, hold)
         };
         match offer {
-            Ok(reservation) => self.offer(reservation, object),
+            Ok(reservation) => self.offer(reservation, object, then),
             Err(offer) => {
                 self.record(key, offer);
+                then();
                 offer
             }
         }
@@ -528,8 +535,9 @@ impl UploadQueue {
 
     /// Hands a complete result, copied under `reservation`, to the background. Never waits:
     /// with a spool, the result is written to it on the blocking pool, and a result the spool
-    /// cannot take waits in memory as it would without one.
-    pub fn offer(&self, mut reservation: Reservation, object: Object) -> Offer {
+    /// cannot take waits in memory as it would without one. `then` runs once the result is in
+    /// the spool (or is not going there).
+    pub fn offer(&self, mut reservation: Reservation, object: Object, then: Then) -> Offer {
         let key = reservation.key.clone();
         let offer = if !reservation.replace && self.shared.known.contains(&key) {
             Offer::Skipped(Skip::Known)
@@ -543,8 +551,9 @@ impl UploadQueue {
             self.shared.metrics.queue_depth.inc();
             match &self.shared.spool {
                 Some(spool) => {
-                    self.spool(spool.clone(), key.clone(), object, reservation);
-                    Offer::Queued
+                    self.spool(spool.clone(), key.clone(), object, reservation, then);
+                    self.record(&key, Offer::Queued);
+                    return Offer::Queued;
                 }
                 None => {
                     let replace = reservation.replace;
@@ -558,6 +567,7 @@ impl UploadQueue {
             }
         };
         self.record(&key, offer);
+        then();
         offer
     }
 
@@ -569,9 +579,11 @@ impl UploadQueue {
         key: String,
         object: Object,
         mut reservation: Reservation,
+        then: Then,
     ) {
         let Some(spooled) = self.shared.spooled_sender() else {
             self.record(&key, Offer::Dropped(DropReason::Closed));
+            then();
             return;
         };
         let (tx, shared) = (self.tx.clone(), self.shared.clone());
@@ -593,6 +605,7 @@ impl UploadQueue {
                         };
                         // Closed at shutdown: the file stays for the next start.
                         let _ = spooled.send(job);
+                        then();
                     }
                     Err(error) => {
                         shared.metrics.spooled(SpoolEvent::WriteFailed);
@@ -602,6 +615,7 @@ impl UploadQueue {
                         let job = Job::in_memory(key.clone(), object, replace, reservation);
                         let offer = sent(tx.try_send(job));
                         shared.record(&key, offer);
+                        then();
                     }
                 }
             },
