@@ -417,6 +417,75 @@ async fn a_kill_9_while_the_disk_tier_is_written_never_serves_or_uploads_a_parti
     bucket_holds_exactly(&s3, &paths).await;
 }
 
+/// Reads `response`'s body until at least `bytes` have come, then hangs up.
+async fn leave_after(response: http::Response<hyper::body::Incoming>, bytes: usize) {
+    use http_body_util::BodyExt;
+    let mut body = response.into_body();
+    let mut received = 0;
+    while received < bytes {
+        let frame = body.frame().await.expect("the body goes on").unwrap();
+        received += frame.into_data().map_or(0, |d| d.len());
+    }
+}
+
+/// Clients that hang up mid-body (8 MiB results, the upstream holding their second half).
+/// One alone: nothing partial ever reaches the bucket or the disk tier — asked again, the key
+/// is served whole. One with a follower on the same key: the follower gets the whole body, and
+/// the result is stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_body_leaves_nothing_partial_and_followers_unharmed() {
+    use http_body_util::BodyExt;
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(config(&upstream, &[]), s3.stores_with_disk(dir.path())).await;
+    let whole = vec![9u8; HUGE];
+    let (alone, shared) = ("/hugegated/left-alone", "/hugegated/left-with-a-follower");
+
+    let response = request(http::Method::GET, &proxy.url(alone), &[]).await;
+    leave_after(response, 1 << 20).await;
+
+    let leader = request(http::Method::GET, &proxy.url(shared), &[]).await;
+    let follower = {
+        let url = proxy.url(shared);
+        tokio::spawn(async move {
+            let response = request(http::Method::GET, &url, &[]).await;
+            response.into_body().collect().await.unwrap().to_bytes()
+        })
+    };
+    until("the follower on the leader's flight", async || {
+        metric(
+            &proxy.metrics().await,
+            r#"imgproxy_cache_lookups_total{result="coalesced"}"#,
+        ) >= 1.0
+    })
+    .await;
+    leave_after(leader, 1 << 20).await;
+    upstream.release();
+    let got = follower.await.unwrap();
+    assert!(got == whole, "the follower got {} bytes", got.len());
+    until("the shared result stored", async || {
+        s3.keys().await.contains(&key(shared))
+    })
+    .await;
+    assert!(s3.object(&key(shared)).await.unwrap().0 == whole);
+
+    // Asked again, the lone client's key is whole wherever it comes from.
+    let (status, headers, body) = get(&proxy.url(alone)).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert!(
+        body == whole,
+        "{:?}: {} bytes",
+        headers.get("x-cache"),
+        body.len()
+    );
+    proxy.shutdown().await;
+    for key in s3.keys().await {
+        let stored = s3.object(&key).await.unwrap().0;
+        assert!(stored == whole, "{key}: {} bytes stored", stored.len());
+    }
+}
+
 /// `CACHE_DIR` removed at run time: every client still gets its result, every result still
 /// reaches the bucket, the failures are counted and the tier is bypassed instead of failing
 /// once per request; once the directory is back, the tier is used again.
