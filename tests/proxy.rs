@@ -287,6 +287,32 @@ async fn never_stores_a_truncated_body() {
     assert_eq!(s3.puts(), 0);
 }
 
+/// An upstream that cuts every body cannot flood the log: 10 cut bodies, each counted, one
+/// warning line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_bodies_are_each_counted_and_logged_once_per_interval() {
+    let upstream = Upstream::start().await;
+    let mut proxy = ProxyProcess::start(&upstream.url(), &[]);
+    for i in 0..10 {
+        assert!(
+            try_get(&proxy.url(&format!("/truncate/{i}")))
+                .await
+                .is_err()
+        );
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"imgproxy_cache_not_cacheable_total{reason="incomplete"}"#
+        ),
+        10.0
+    );
+    let log = proxy.stop();
+    let lines = log.lines().filter(|l| l.contains("failed midway")).count();
+    assert_eq!(lines, 1, "{log}");
+}
+
 /// An upstream that goes silent mid-body is cut after UPSTREAM_TIMEOUT_SECS; nothing stored.
 #[tokio::test]
 async fn cuts_a_stalled_body_and_stores_nothing() {

@@ -16,7 +16,8 @@
 //!   directory, which is the disk tier); `guard`: lookups in the bucket behind a timeout and a
 //!   circuit breaker; `disk_guard`: the same breaker in front of the disk tier, which a
 //!   failing `CACHE_DIR` then bypasses.
-//! - `metrics`: the cache's metrics, with enum labels.
+//! - `metrics`: the cache's metrics, with enum labels; `log_interval`: a warning that could
+//!   repeat per request, logged at most once per interval.
 //!
 //! A lookup ([`Cache::lookup`]) asks memory, then the flights in progress, then — as the key's
 //! new leader — the disk tier and the bucket; what it finds there is fed into the leader's
@@ -32,6 +33,7 @@ pub mod fs;
 pub mod guard;
 pub mod key;
 mod known;
+mod log_interval;
 pub mod memory;
 pub mod metrics;
 pub mod object;
@@ -61,6 +63,7 @@ pub use freshness::{Freshness, freshness};
 use guard::{Guarded, ReadGuard};
 pub use key::cache_key;
 use known::KnownKeys;
+use log_interval::LogInterval;
 use memory::Memory;
 use metrics::{CacheMetrics, DiskOp, LookupResult, Outcome};
 pub use object::{Meta, Object, Reading};
@@ -213,6 +216,8 @@ pub struct Cache {
     /// Advice on a reason that may mean nothing gets stored is logged once per reason; the
     /// metric counts every case.
     hinted: Hinted,
+    /// "Result body failed midway", at most once per interval.
+    midway_log: LogInterval,
 }
 
 #[derive(Default)]
@@ -381,6 +386,7 @@ impl Cache {
             disk_guard,
             refreshing: Arc::default(),
             hinted: Hinted::default(),
+            midway_log: LogInterval::new(),
         };
         (Arc::new(cache), uploader)
     }
@@ -909,7 +915,9 @@ impl Pump {
                 Err(error) => Err(error.to_string()),
             };
             if let Err(error) = pushed {
-                tracing::warn!(%key, %error, "result body failed midway");
+                if self.cache.midway_log.should_log() {
+                    tracing::warn!(%key, %error, "result body failed midway; for 5 s more are only counted (not_cacheable, reason incomplete)");
+                }
                 self.cache.not_stored(&key, NotCacheable::Incomplete);
                 return;
             }

@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use super::config::UploadConfig;
 use super::fs::{Damage, FsStore, SpoolFile};
 use super::known::KnownKeys;
+use super::log_interval::LogInterval;
 use super::metrics::{CacheMetrics, Outcome, SpoolEvent};
 use super::store::{Object, Store};
 use super::upload::{UploadOutcome, upload};
@@ -154,16 +155,6 @@ impl Shared {
     }
 }
 
-/// Lets a repeated warning through at most once per [`DROP_LOG_INTERVAL`].
-struct LogInterval {
-    started: Instant,
-    /// Milliseconds since `started` of the last line; `u64::MAX` before the first.
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-/// The shortest time between two "queue full" lines.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Lowers the calling thread's CPU priority to `nice` (`UPLOAD_NICE`). Linux keeps a nice
 /// value per thread; elsewhere, or if refused, uploads keep the normal priority.
 #[allow(unsafe_code)] // FFI: see the SAFETY comments inside
@@ -181,26 +172,6 @@ fn lower_thread_priority(nice: i32) {
                 "uploads keep the normal CPU priority"
             );
         }
-    }
-}
-
-impl LogInterval {
-    fn new() -> LogInterval {
-        LogInterval {
-            started: Instant::now(),
-            last_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
-        }
-    }
-
-    fn should_log(&self) -> bool {
-        let now = self.started.elapsed().as_millis() as u64;
-        let last = self.last_ms.load(Ordering::Relaxed);
-        let due =
-            last == u64::MAX || now.saturating_sub(last) >= DROP_LOG_INTERVAL.as_millis() as u64;
-        due && self
-            .last_ms
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
     }
 }
 
