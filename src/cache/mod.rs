@@ -916,7 +916,7 @@ impl Pump {
             };
             if let Err(error) = pushed {
                 if self.cache.midway_log.should_log() {
-                    tracing::warn!(%key, %error, "result body failed midway; for 5 s more are only counted (not_cacheable, reason incomplete)");
+                    tracing::warn!(%key, %error, quiet_for = ?log_interval::LOG_INTERVAL, "result body failed midway; more are counted (not_cacheable, reason incomplete), not logged, for a while");
                 }
                 self.cache.not_stored(&key, NotCacheable::Incomplete);
                 return;
