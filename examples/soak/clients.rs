@@ -191,16 +191,33 @@ async fn whole(pool: &Pool, base: &str, kind: &'static str, path: &str, t: &Tall
     let uri = format!("{base}{path}").parse().expect("a valid URI");
     let got = tokio::time::timeout(CLIENT_TIMEOUT, async {
         let response = pool.get(uri).await.map_err(|e| format!("request: {e}"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((status, body))
+        read_whole(response).await
     })
     .await;
+    judge(t, kind, path, got);
+}
+
+/// A response's status and whole body.
+async fn read_whole(
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<(hyper::StatusCode, Bytes), String> {
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Tallies what a client that must get `path` whole got: the answer, or why there was none.
+fn judge(
+    t: &Tally,
+    kind: &'static str,
+    path: &str,
+    got: Result<Result<(hyper::StatusCode, Bytes), String>, tokio::time::error::Elapsed>,
+) {
     match got {
         Ok(Ok((status, body))) if status == 200 && body == body_for(path) => {
             t.received_whole(kind, path)
@@ -227,26 +244,10 @@ async fn stampede(port: u16, t: Arc<Tally>) {
                         .send_request(get(&path))
                         .await
                         .map_err(|e| format!("request: {e}"))?;
-                    let status = response.status();
-                    let body = response
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| format!("body: {e}"))?
-                        .to_bytes();
-                    Ok::<_, String>((status, body))
+                    read_whole(response).await
                 })
                 .await;
-                match got {
-                    Ok(Ok((status, body))) if status == 200 && body == body_for(&path) => {
-                        t.received_whole("stampede", &path)
-                    }
-                    Ok(Ok((status, body))) => {
-                        t.error("stampede", &path, format!("{status}, {} bytes", body.len()))
-                    }
-                    Ok(Err(e)) => t.error("stampede", &path, e),
-                    Err(_) => t.error("stampede", &path, "timed out"),
-                }
+                judge(&t, "stampede", &path, got);
             })
         })
         .collect();
