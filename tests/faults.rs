@@ -129,6 +129,133 @@ async fn s3_errors_and_slow_down_are_retried_until_stored() {
     bucket_holds_exactly(&s3, &paths).await;
 }
 
+/// An upstream that cuts a body, goes silent mid-body or answers 503: each client gets what
+/// the upstream sent (a cut as a cut, the 503 as it came), and none of it is kept in any tier
+/// — memory, disk, spool or bucket — so asking again goes to the upstream again.
+#[tokio::test]
+async fn an_upstream_that_cuts_stalls_or_fails_leaves_nothing_in_any_tier() {
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        config(&upstream, &[("UPSTREAM_TIMEOUT_SECS", "1")]),
+        s3.stores_with_disk(dir.path()),
+    )
+    .await;
+    for round in 1..=2 {
+        let before = upstream.requests.load(Ordering::SeqCst);
+        for path in ["/truncate/cut.jpg", "/stall/silent.jpg"] {
+            let result = try_get(&proxy.url(path)).await;
+            assert!(result.is_err(), "round {round}, {path}: got {result:?}");
+        }
+        let (status, headers, body) = get(&proxy.url("/status/503")).await;
+        assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, body_for("/status/503"));
+        assert_eq!(headers["x-cache"], "MISS", "round {round}");
+        let asked = upstream.requests.load(Ordering::SeqCst) - before;
+        assert_eq!(asked, 3, "round {round}: every ask reached the upstream");
+    }
+    let metrics = proxy.metrics().await;
+    for gauge in [
+        "imgproxy_cache_memory_entries",
+        "imgproxy_cache_disk_entries",
+        "imgproxy_cache_upload_spool_files",
+        "imgproxy_cache_upload_queue_depth",
+    ] {
+        assert_eq!(metric(&metrics, gauge), 0.0, "{gauge}");
+    }
+    let not_cacheable = |reason: &str| {
+        metric(
+            &metrics,
+            &format!(r#"imgproxy_cache_not_cacheable_total{{reason="{reason}"}}"#),
+        )
+    };
+    assert_eq!(not_cacheable("incomplete"), 4.0);
+    assert_eq!(not_cacheable("status"), 2.0);
+    proxy.shutdown().await;
+    assert_eq!(s3.puts(), 0);
+    assert!(s3.keys().await.is_empty());
+    let files = files_under(dir.path());
+    assert!(
+        files.iter().all(|f| f.ends_with(".lock")),
+        "the disk tier holds {files:?}"
+    );
+}
+
+/// Every file under `dir`, directories left out.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// A disk tier under load cannot grow the process's threads without bound: 64 clients at once,
+/// first writing 192 results into the disk tier and spool, then reading them back from it
+/// (no memory tier), and the threads stay within what the runtimes may keep — each runtime's
+/// blocking pool capped at `MAX_BLOCKING_THREADS`, where tokio's default would let it grow to
+/// one thread per waiting file call (512).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_disk_tier_keeps_the_threads_bounded() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let upstream = Upstream::start().await;
+    let s3 = S3::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = s3_env(&s3, dir.path().to_str().unwrap());
+    env.push(("MEMORY_CACHE_MAX_BYTES", "0"));
+    let proxy = Arc::new(ProxyProcess::start(&upstream.url(), &env));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let blocking = imgproxy_cache::cache::fs::MAX_BLOCKING_THREADS;
+    // The main runtime (a worker a core, its blocking pool used only at start-up and for the
+    // signal), a serving runtime a core, the upload runtime (one worker): each with its pool.
+    let bound = 1 + cores + 4 + cores * (1 + blocking) + (1 + blocking);
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (proxy, done) = (proxy.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut most = 0.0f64;
+            while !done.load(Ordering::SeqCst) {
+                most = most.max(proxy.threads());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            most
+        })
+    };
+    let paths: Vec<String> = (0..192).map(|i| format!("/kb100/busy-{i}.jpg")).collect();
+    for round in ["written", "read back"] {
+        let fetches = futures_util::stream::iter(&paths).map(|path| {
+            let url = proxy.url(path);
+            async move {
+                let (status, _, body) = get(&url).await;
+                assert_eq!(status, http::StatusCode::OK, "{round}: {path}");
+                assert!(body == kb100(), "{round}: {path}: {} bytes", body.len());
+            }
+        });
+        fetches.buffer_unordered(64).collect::<Vec<()>>().await;
+    }
+    let hits = metric(
+        &proxy.metrics().await,
+        r#"imgproxy_cache_lookups_total{result="hit_disk"}"#,
+    );
+    done.store(true, Ordering::SeqCst);
+    let most = sampler.await.unwrap();
+    assert!(hits > 0.0, "the second round read the disk tier");
+    assert!(
+        most <= bound as f64,
+        "{most} threads at most, more than the {bound} the runtimes may keep"
+    );
+}
+
 /// S3 refusing for good — 403 AccessDenied, 404 NoSuchBucket: every client is served as ever,
 /// each upload is tried once (no retries hammer a bucket that will not take it) and counted
 /// as failed, nothing is left in the spool, and the log names what to check once, not once

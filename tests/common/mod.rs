@@ -797,13 +797,22 @@ impl ProxyProcess {
 
     /// The most memory the process has held (`VmHWM`), in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
+        self.status("VmHWM") / 1024.0
+    }
+
+    /// The threads the process runs now.
+    pub fn threads(&self) -> f64 {
+        self.status("Threads")
+    }
+
+    /// A number from `/proc/PID/status` (`kB` dropped).
+    fn status(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status
+        status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        kib / 1024.0
+            .unwrap_or_else(|| panic!("no {field} in\n{status}"))
     }
 
     /// Whether the local store holds an object under `key`.
