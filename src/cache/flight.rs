@@ -297,13 +297,37 @@ impl Drop for Publisher {
 /// [`CHUNK`](super::fs::CHUNK)), and an object kept whole would keep all of that buffer
 /// alive while the memory tier counts only the body. A soak run's proxy grew by 0.2 MiB/s
 /// for as long as it ran, the memory tier holding more than its cap.
+///
+/// A body of [`OWN_PAGES_FROM`] bytes or more gets anonymous pages of its own rather than heap
+/// memory: the memory tier keeps such bodies for minutes among the heap's short-lived buffers,
+/// and each one it evicts left a hole the allocator could not give back. In the soak run the
+/// proxy's memory grew 10 MiB in 4 minutes while its live heap grew 2 MiB; with these bodies
+/// out of the heap (glibc's `mmap_threshold` at 16 KiB tried it) the growth halved. When the
+/// kernel refuses a mapping (`vm.max_map_count`) the body goes on the heap as before.
 fn concat(chunks: &[Bytes], len: u64) -> Bytes {
-    let mut body = BytesMut::with_capacity(len as usize);
+    let len = len as usize;
+    if len >= OWN_PAGES_FROM
+        && let Ok(mut pages) = memmap2::MmapMut::map_anon(len)
+    {
+        let mut at = 0;
+        for chunk in chunks {
+            pages[at..at + chunk.len()].copy_from_slice(chunk);
+            at += chunk.len();
+        }
+        if let Ok(pages) = pages.make_read_only() {
+            return Bytes::from_owner(pages);
+        }
+    }
+    let mut body = BytesMut::with_capacity(len);
     for chunk in chunks {
         body.extend_from_slice(chunk);
     }
     body.freeze()
 }
+
+/// The body size from which [`concat`] maps pages of its own (four pages: below that, a
+/// mapping's rounding to whole pages would cost more than the hole it saves).
+const OWN_PAGES_FROM: usize = 16 * 1024;
 
 /// A request waiting for a flight's head.
 pub struct Follower {
@@ -423,6 +447,16 @@ mod tests {
             !shares,
             "the body is a slice of the 64 KiB buffer, which it keeps alive"
         );
+    }
+
+    #[test]
+    fn a_body_on_pages_of_its_own_holds_every_chunk_in_order() {
+        for len in [OWN_PAGES_FROM - 1, OWN_PAGES_FROM, 100_003] {
+            let whole: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let chunks: Vec<Bytes> = whole.chunks(7_000).map(Bytes::copy_from_slice).collect();
+            let body = concat(&chunks, len as u64);
+            assert!(body == whole, "{len} bytes");
+        }
     }
 
     fn meta() -> Meta {
